@@ -1,0 +1,50 @@
+# Two commands set everything up on a fresh machine:
+#   make run    trains configs/fashion_mnist.py:quick and prints where the results are
+#   make test   runs the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/fashion_mnist
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+# Exact versions CI and `make` install (setup.cfg states the supported ranges). Keep in step with
+# the install matrix in BUILD_NOTES.md.
+PINS := tensorflow==2.21.0 tensorflow-datasets==4.9.10 tensorboard==2.21.0 keras==3.15.1 \
+	ml-collections==1.1.0 absl-py==2.5.1 numpy==2.4.6 pillow==13.0.0 matplotlib==3.11.2 \
+	pytest==9.2.0 pytest-xdist==3.8.0 protobuf==7.36.2
+# Test workers: the suite is CPU-bound; one per core.
+TEST_WORKERS ?= 2
+
+.PHONY: run test install data clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python setup.py setup.cfg Makefile
+	printf '%s\n' $(PINS) > $(VENV)/constraints.txt
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fashion-MNIST for `make run`: Debian's package when we can install it, else TFDS downloads it
+# at the first run (vae_dist looks in both places).
+data:
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  echo "Fashion-MNIST: $(FASHION_DIR)"; \
+	elif [ -f /etc/debian_version ] && [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing Debian's dataset-fashion-mnist"; \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
+	else \
+	  echo "Fashion-MNIST: TFDS will download it on the first run"; \
+	fi
+
+run: install data
+	$(BIN)/python -m vae_dist.main --config=configs/fashion_mnist.py:quick --workdir=$(WORKDIR)
+
+test: install
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,148 @@
+"""Checks every config field before anything runs; a bad value is one ConfigError naming it."""
+import math
+
+import ml_collections
+
+from vae_dist.errors import ConfigError
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "swish", "elu", "tanh", "none")
+
+
+def _one_of(config, field, choices):
+  value = _get(config, field)
+  if value not in choices:
+    raise ConfigError(field, f"{value!r} is not one of {', '.join(map(repr, choices))}.")
+
+
+def _get(config, field):
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  return value
+
+
+def _positive(config, field, *, allow=()):
+  value = _get(config, field)
+  if value in allow:
+    return
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    extra = f" (or {', '.join(map(str, allow))})" if allow else ""
+    raise ConfigError(field, f"must be a positive number{extra}, got {value!r}.")
+
+
+def _conv_output(size, kernel, stride, padding):
+  if padding == "same":
+    return math.ceil(size / stride)
+  return (size - kernel) // stride + 1
+
+
+def _check_stack(config, name):
+  stack = config[name]
+  n = len(stack.filters)
+  if n == 0:
+    raise ConfigError(f"{name}.filters", "needs at least one layer.")
+  for field in ("kernel_sizes", "strides"):
+    if len(stack[field]) != n:
+      raise ConfigError(f"{name}.{field}",
+                        f"has {len(stack[field])} entries but {name}.filters has {n}.")
+    if any(not isinstance(v, int) or v <= 0 for v in stack[field]):
+      raise ConfigError(f"{name}.{field}", f"entries must be positive integers, got {stack[field]}.")
+  if any(not isinstance(v, int) or v <= 0 for v in stack.filters):
+    raise ConfigError(f"{name}.filters", f"entries must be positive integers, got {stack.filters}.")
+  _one_of(config, f"{name}.padding", ("same", "valid"))
+  _one_of(config, f"{name}.norm", ("none", "batch"))
+  _one_of(config, f"{name}.activation", ACTIVATIONS)
+
+
+def _check_model(config):
+  _check_stack(config, "encoder")
+  _check_stack(config, "decoder")
+  size = config.image_size
+  enc = config.encoder
+  for i, (k, s) in enumerate(zip(enc.kernel_sizes, enc.strides)):
+    size = _conv_output(size, k, s, enc.padding)
+    if size < 1:
+      raise ConfigError(
+          "image_size",
+          f"{config.image_size}x{config.image_size} images shrink to nothing at encoder layer {i} "
+          f"(kernels {list(enc.kernel_sizes)}, strides {list(enc.strides)}, padding "
+          f"{enc.padding!r}); use larger images or fewer/smaller strides.")
+  dec = config.decoder
+  total_stride = math.prod(dec.strides)
+  if config.image_size % total_stride:
+    raise ConfigError(
+        "image_size",
+        f"{config.image_size} is not divisible by the product of decoder.strides "
+        f"{list(dec.strides)} = {total_stride}, so the decoder cannot produce that size.")
+  if dec.padding != "same":
+    raise ConfigError("decoder.padding", "must be 'same' so each layer multiplies the size "
+                      "exactly by its stride.")
+  if dec.filters[-1] != config.channels:
+    raise ConfigError(
+        "decoder.filters",
+        f"the last layer is the output and must have config.channels = {config.channels} "
+        f"filters, got {dec.filters[-1]}.")
+  _positive(config, "decoder.initial_channels")
+  _one_of(config, "decoder.dense_activation", ACTIVATIONS)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for the first field that the pipeline cannot use."""
+  if not config.dataset:
+    raise ConfigError("dataset", "is empty; name a TFDS data set, 'cartoon_set' or 'image_folder'.")
+  if config.dataset == "image_folder" and not config.image_folder:
+    raise ConfigError("image_folder", "must name a folder when dataset='image_folder'.")
+  _positive(config, "image_size")
+  if config.image_size < 4:
+    raise ConfigError("image_size", f"must be at least 4, got {config.image_size}.")
+  _one_of(config, "channels", (1, 3))
+  _one_of(config, "crop", ("none", "center"))
+  _one_of(config, "binarize", ("none", "static", "dynamic"))
+  _one_of(config, "likelihood", ("bernoulli", "gaussian"))
+  if config.likelihood == "bernoulli" and config.binarize == "none":
+    # Bernoulli on grey levels is a common, legitimate choice (the tutorial thresholds instead);
+    # it is allowed, but its "ELBO" is then not a likelihood of discrete data.
+    pass
+  _one_of(config, "cache", ("auto", "memory", "none"))
+  _positive(config, "shuffle_buffer")
+  _positive(config, "latent_dim")
+  if not isinstance(config.latent_dim, int):
+    raise ConfigError("latent_dim", f"must be an integer, got {config.latent_dim!r}.")
+  _positive(config, "gaussian_mse_weight")
+  if config.beta < 0:
+    raise ConfigError("beta", f"must be >= 0, got {config.beta}.")
+  if config.kl_warmup_steps < 0:
+    raise ConfigError("kl_warmup_steps", f"must be >= 0, got {config.kl_warmup_steps}.")
+  _check_model(config)
+
+  _positive(config, "batch_size")
+  _positive(config, "eval_batch_size", allow=(-1,))
+  _positive(config, "eval_num_examples", allow=(-1,))
+  _positive(config, "num_train_steps", allow=(-1,))
+  if config.num_train_steps == -1:
+    _positive(config, "num_epochs")
+  _positive(config, "learning_rate")
+  _one_of(config, "optimizer", ("adam", "adamw", "sgd"))
+  _one_of(config, "lr_schedule", ("constant", "cosine"))
+  if config.warmup_steps < 0:
+    raise ConfigError("warmup_steps", f"must be >= 0, got {config.warmup_steps}.")
+  if config.grad_clip_norm < 0:
+    raise ConfigError("grad_clip_norm", f"must be >= 0, got {config.grad_clip_norm}.")
+
+  _one_of(config, "strategy", STRATEGIES)
+  if config.num_cpu_devices < 0:
+    raise ConfigError("num_cpu_devices", f"must be >= 0, got {config.num_cpu_devices}.")
+  _one_of(config, "mixed_precision", ("none", "bfloat16", "float16"))
+  _positive(config, "steps_per_loop")
+  for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+    _positive(config, field)
+    if config[field] % config.steps_per_loop:
+      raise ConfigError(
+          field, f"{config[field]} is not a multiple of steps_per_loop={config.steps_per_loop}; "
+          "logs, evaluations and checkpoints happen between host loops.")
+  if config.max_to_keep < 1:
+    raise ConfigError("max_to_keep", f"must be at least 1, got {config.max_to_keep}.")
+  for field in ("keep_every_steps", "keep_best", "num_image_examples"):
+    if config[field] < 0:
+      raise ConfigError(field, f"must be >= 0, got {config[field]}.")

@@ -1,0 +1,124 @@
+"""Every config field with its default: the one place that says what a config can hold.
+
+Config files under `configs/` start from `base_config()` and change a few fields. The returned
+ConfigDict is locked by `main`, so an override of a field that is not listed here fails with the
+field's name.
+"""
+import ml_collections
+
+
+def conv_stack(*, filters, kernel_sizes, strides, padding, norm, activation):
+  """A list of conv layers described field by field (one entry per layer)."""
+  return ml_collections.ConfigDict(
+      dict(
+          filters=list(filters),
+          kernel_sizes=list(kernel_sizes),
+          strides=list(strides),
+          padding=padding,  # 'same' | 'valid'
+          norm=norm,  # 'none' | 'batch'
+          activation=activation,  # 'relu' | 'leaky_relu' | 'gelu' | 'swish'
+      ))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "vae"  # Run name; the default workdir is runs/<name>.
+
+  # Data.
+  c.dataset = "fashion_mnist"  # A TFDS name, 'cartoon_set' or 'image_folder'.
+  c.dataset_config = ""  # TFDS builder config, e.g. '10k' for cartoon_set.
+  c.data_dir = ""  # TFDS data dir (local or gs://); '' means TFDS' default.
+  c.manual_dir = ""  # Archives or IDX files downloaded by hand.
+  c.image_folder = ""  # Root folder for dataset='image_folder'.
+  c.train_split = "train"
+  c.eval_split = "test"
+  c.image_size = 28  # Square images of image_size x image_size after crop and resize.
+  c.channels = 1  # 1 (grayscale) or 3 (RGB): the data is converted to this.
+  c.crop = "none"  # 'none' | 'center' (largest centred square before resizing).
+  c.resize_method = "bilinear"
+  c.binarize = "none"  # 'none' | 'static' (threshold 0.5) | 'dynamic' (Bernoulli draw).
+  c.shuffle_buffer = 10_000
+  c.cache = "auto"  # 'auto' (in memory when it fits) | 'memory' | 'none'.
+  c.cache_max_bytes = 2 * 1024**3
+  c.skip_corrupt_images = False
+  c.eval_num_examples = -1  # -1: the whole eval split.
+
+  # Model.
+  c.latent_dim = 2
+  c.encoder = conv_stack(
+      filters=[32, 64],
+      kernel_sizes=[3, 3],
+      strides=[2, 2],
+      padding="valid",
+      norm="none",
+      activation="relu")
+  # The decoder starts from a dense layer reshaped to
+  # (image_size / prod(strides), same, initial_channels); its last layer is the output layer
+  # (no norm, no activation: logits for Bernoulli, sigmoid means for Gaussian).
+  c.decoder = conv_stack(
+      filters=[64, 32, 1],
+      kernel_sizes=[3, 3, 3],
+      strides=[2, 2, 1],
+      padding="same",
+      norm="none",
+      activation="relu")
+  c.decoder.initial_channels = 32
+  c.decoder.dense_activation = "relu"
+  c.sync_batch_norm = False  # BatchNorm statistics over the global batch instead of the replica's.
+
+  # Objective.
+  c.likelihood = "bernoulli"  # 'bernoulli' | 'gaussian'
+  # Gaussian likelihood has a fixed variance sigma^2 = D / (2 * weight) for D pixel values, so its
+  # reconstruction term is weight * mean squared error plus a constant (the recipes' "1000 x MSE").
+  c.gaussian_mse_weight = 1000.0
+  c.beta = 1.0  # KL weight for training; evaluation always reports the true ELBO (beta = 1).
+  c.kl_warmup_steps = 0  # Linear warm-up of the KL weight from 0 to beta.
+
+  # Optimisation.
+  c.batch_size = 128  # Global batch, over all replicas and hosts.
+  c.eval_batch_size = -1  # -1: same as batch_size.
+  c.num_epochs = 10
+  c.num_train_steps = -1  # > 0 overrides num_epochs.
+  c.optimizer = "adam"  # 'adam' | 'adamw' | 'sgd'
+  c.learning_rate = 5e-4
+  c.lr_schedule = "constant"  # 'constant' | 'cosine'
+  c.warmup_steps = 0
+  c.weight_decay = 0.0
+  c.grad_clip_norm = 0.0  # 0 disables clipping.
+
+  # Distribution and speed.
+  c.strategy = "auto"  # auto | default | one_device | mirrored | multi_worker_mirrored | tpu
+  c.tpu = ""  # TPU name or grpc:// address; the --tpu flag overrides it.
+  c.num_cpu_devices = 0  # > 1 splits the host CPU into that many logical devices.
+  c.steps_per_loop = 100  # Train steps inside one tf.function call.
+  c.jit_compile = True
+  c.mixed_precision = "none"  # 'none' | 'bfloat16' | 'float16'
+  c.deterministic = False  # tf.config.experimental.enable_op_determinism()
+
+  # Logging, evaluation, checkpoints.
+  c.log_every_steps = 100
+  c.eval_every_steps = 1000
+  c.checkpoint_every_steps = 1000
+  c.max_to_keep = 3  # Most recent checkpoints kept.
+  c.keep_every_steps = 0  # Also keep every checkpoint whose step is a multiple of this (0: none).
+  c.keep_best = 0  # Also keep the K checkpoints with the best eval ELBO (0: none).
+  c.restore_from = ""  # Checkpoint directory or step to start from when the workdir has none.
+  c.restore_weights_only = False
+  c.num_image_examples = 8  # Reconstructions and samples written at each evaluation.
+
+  c.seed = 0
+  return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config in place to a run that finishes in seconds: same model family and data."""
+  c.batch_size = 8
+  c.num_train_steps = 4
+  c.steps_per_loop = 2
+  c.log_every_steps = 2
+  c.eval_every_steps = 4
+  c.checkpoint_every_steps = 4
+  c.eval_num_examples = 16
+  c.shuffle_buffer = 64
+  c.num_image_examples = 4
+  return c

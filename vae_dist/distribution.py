@@ -1,0 +1,167 @@
+"""Maps config.strategy (with --tpu, TF_CONFIG or a Slurm allocation) to a tf.distribute.Strategy.
+
+Everything else in the pipeline only sees the returned strategy.
+"""
+import json
+import os
+
+from absl import logging
+import ml_collections
+import tensorflow as tf
+
+from vae_dist.errors import ConfigError
+
+
+def configure_host_devices(config: ml_collections.ConfigDict) -> None:
+  """Splits the host CPU into config.num_cpu_devices logical devices.
+
+  Must run before TensorFlow initialises its devices (before any op or strategy is created).
+  """
+  n = config.num_cpu_devices
+  if n <= 1:
+    return
+  cpus = tf.config.list_physical_devices("CPU")
+  try:
+    tf.config.set_logical_device_configuration(cpus[0],
+                                               [tf.config.LogicalDeviceConfiguration()] * n)
+  except RuntimeError as e:  # Devices already initialised; enough of them will do.
+    current = len(tf.config.list_logical_devices("CPU"))
+    if current < n:
+      raise ConfigError("num_cpu_devices",
+                        f"cannot split the CPU into {n} devices after TensorFlow started with "
+                        f"{current}: {e}") from None
+
+
+def _tf_config_workers() -> int:
+  spec = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+  return sum(len(spec.get(kind, [])) for kind in ("chief", "worker"))
+
+
+def _tpu_configured(config) -> bool:
+  return bool(config.tpu or os.environ.get("TPU_NAME") or os.path.exists("/dev/accel0") or
+              os.path.exists("/dev/vfio/0"))
+
+
+def resolve_strategy_name(config: ml_collections.ConfigDict) -> str:
+  """'auto' becomes tpu, multi_worker_mirrored, mirrored or default; others stay as they are."""
+  name = config.strategy
+  if name != "auto":
+    return name
+  if _tpu_configured(config):
+    return "tpu"
+  if _tf_config_workers() > 1 or os.environ.get("VAE_DIST_CLUSTER") == "slurm":
+    return "multi_worker_mirrored"
+  if len(tf.config.list_physical_devices("GPU")) > 1 or config.num_cpu_devices > 1:
+    return "mirrored"
+  return "default"
+
+
+def _local_devices():
+  gpus = tf.config.list_logical_devices("GPU")
+  return gpus if gpus else tf.config.list_logical_devices("CPU")
+
+
+def mirrored_strategy(config: ml_collections.ConfigDict) -> tf.distribute.MirroredStrategy:
+  """All local GPUs, or the first num_cpu_devices logical CPUs when there is no GPU."""
+  gpus = tf.config.list_logical_devices("GPU")
+  if gpus:
+    return tf.distribute.MirroredStrategy(devices=[d.name for d in gpus])
+  cpus = tf.config.list_logical_devices("CPU")
+  if config.num_cpu_devices > 1:
+    cpus = cpus[:config.num_cpu_devices]
+  if len(cpus) < 2:
+    logging.warning("strategy='mirrored' with one CPU device; set config.num_cpu_devices to "
+                    "split the CPU into several.")
+  # On CPUs a plain reduction through one device is the fastest, and unlike collective ops it
+  # holds no process-wide group state (several strategies may live in one process, as in tests).
+  return tf.distribute.MirroredStrategy(
+      devices=[d.name for d in cpus], cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def _cluster_resolver():
+  if os.environ.get("VAE_DIST_CLUSTER") == "slurm":
+    return tf.distribute.cluster_resolver.SlurmClusterResolver()
+  return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+
+
+def _tpu_strategy(config):
+  where = config.tpu or os.environ.get("TPU_NAME") or "the local TPU VM"
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu or None)
+    if config.tpu:
+      tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, RuntimeError, tf.errors.OpError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ConfigError(
+        "strategy",
+        f"'tpu' but no TPU is reachable at {where} ({first}). Run on a Cloud TPU VM, pass "
+        "--tpu=NAME (or grpc://HOST:8470), or choose another strategy.") from None
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def create_strategy(config: ml_collections.ConfigDict) -> tf.distribute.Strategy:
+  """The strategy config.strategy names; call configure_host_devices first.
+
+  Raises:
+    ConfigError: the strategy has no devices to run on here.
+  """
+  name = resolve_strategy_name(config)
+  if name == "tpu":
+    return _tpu_strategy(config)
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy(_local_devices()[0].name)
+  if name == "mirrored":
+    return mirrored_strategy(config)
+  if name == "multi_worker_mirrored":
+    resolver = _cluster_resolver()
+    if not resolver.cluster_spec().as_dict():
+      logging.warning("strategy='multi_worker_mirrored' without TF_CONFIG: one worker.")
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+  raise ConfigError("strategy", f"unknown strategy {name!r}.")
+
+
+def num_input_pipelines(strategy: tf.distribute.Strategy) -> int:
+  """One input pipeline per host, which is what distribute_datasets_from_function creates."""
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    return max(1, sum(len(spec.get(kind, [])) for kind in ("chief", "worker")))
+  if isinstance(strategy, tf.distribute.TPUStrategy):
+    return strategy.extended.num_hosts
+  return 1
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """True on the one process that writes logs, summaries and committed checkpoints."""
+  return bool(strategy.extended.should_checkpoint)
+
+
+def check_batch(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy) -> None:
+  """Refuses a global batch that does not split evenly over replicas."""
+  replicas = strategy.num_replicas_in_sync
+  for field in ("batch_size", "eval_batch_size"):
+    value = config[field]
+    if field == "eval_batch_size" and value <= 0:
+      continue
+    if value % replicas:
+      raise ConfigError(
+          field, f"{value} does not divide by the {replicas} replicas of this "
+          f"{type(strategy).__name__}; use a multiple of {replicas}.")
+
+
+def describe(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy) -> list:
+  """Start-up lines: strategy, devices and the global, per-host and per-replica batch."""
+  replicas = strategy.num_replicas_in_sync
+  hosts = num_input_pipelines(strategy)
+  try:
+    devices = list(strategy.extended.worker_devices)
+  except RuntimeError:  # The default strategy has no device list: TensorFlow places ops itself.
+    devices = []
+  return [
+      f"Strategy {type(strategy).__name__} with {replicas} replica(s) on {hosts} host(s); "
+      f"this host's devices: {', '.join(devices) or 'default placement'}.",
+      f"Batch: global {config.batch_size}, per host {config.batch_size // hosts}, "
+      f"per replica {config.batch_size // replicas}.",
+  ]

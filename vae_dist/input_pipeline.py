@@ -1,0 +1,229 @@
+"""tf.data input for training and evaluation, one pipeline per host.
+
+Train: each input pipeline reads its own part of the split (whole files through
+`tfds.ReadConfig(input_context=...)` when there are enough files, `tfds.even_splits` otherwise),
+brings images to the model's size once (cached in memory when that fits), then draws epochs as a
+deterministic function of (seed, epoch): a resumed run skips to its position inside the current
+epoch and sees exactly the batches it would have seen.
+
+Eval: every example of the eval split exactly once, whatever the batch and replica count; the last
+batches are padded with masked examples, and each example carries fixed latent noise derived from
+its index, so the eval ELBO does not depend on how it was computed.
+"""
+import math
+
+from absl import logging
+import ml_collections
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+AUTOTUNE = tf.data.AUTOTUNE
+_MAX_EPOCHS = 2**40  # "Forever": the train loop decides when to stop.
+
+
+# ---- per-example transforms ---------------------------------------------------------------------
+
+
+def to_model_size(image, config: ml_collections.ConfigDict):
+  """uint8 [H, W, C] with C in {1, 3} -> uint8 [S, S, config.channels] (crop, resize, channels)."""
+  if image.shape[-1] == 4:
+    # Data sets store RGB, but a TFDS catalog image with alpha is composited on white here too.
+    rgb = tf.cast(image[..., :3], tf.float32)
+    alpha = tf.cast(image[..., 3:], tf.float32) / 255.0
+    image = tf.cast(tf.round(rgb * alpha + 255.0 * (1.0 - alpha)), tf.uint8)
+  channels = image.shape[-1]
+  if channels == 3 and config.channels == 1:
+    image = tf.image.rgb_to_grayscale(image)
+  elif channels == 1 and config.channels == 3:
+    image = tf.image.grayscale_to_rgb(image)
+  if config.crop == "center":
+    shape = tf.shape(image)
+    side = tf.minimum(shape[0], shape[1])
+    image = tf.image.crop_to_bounding_box(image, (shape[0] - side) // 2, (shape[1] - side) // 2,
+                                          side, side)
+  size = config.image_size
+  if image.shape[0] != size or image.shape[1] != size:
+    image = tf.image.resize(image, [size, size], method=config.resize_method, antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return tf.ensure_shape(image, [size, size, config.channels])
+
+
+def normalize(image_uint8, seed_pair, config: ml_collections.ConfigDict):
+  """uint8 -> float32 in [0, 1], binarised as configured.
+
+  `seed_pair` (int64 [2]) seeds the dynamic binarisation draw, so the same example at the same
+  position of the stream is binarised the same way on every run and after every resume.
+  """
+  x = tf.cast(image_uint8, tf.float32) / 255.0
+  if config.binarize == "static":
+    x = tf.cast(x > 0.5, tf.float32)  # The tutorial's threshold.
+  elif config.binarize == "dynamic":
+    u = tf.random.stateless_uniform(tf.shape(x), seed=seed_pair, alg="philox")
+    x = tf.cast(u < x, tf.float32)
+  return x
+
+
+def eval_noise(index, config: ml_collections.ConfigDict):
+  """The fixed N(0, I) latent noise of eval example `index` (its position in the eval split)."""
+  seed = tf.stack([tf.constant(config.seed + 7919, tf.int64), tf.cast(index, tf.int64)])
+  return tf.random.stateless_normal([config.latent_dim], seed=seed, alg="philox")
+
+
+def _binarize_seed(config, stream, epoch, index):
+  # Distinct streams (train pipelines, eval) never share a seed.
+  return tf.stack([
+      tf.constant(config.seed, tf.int64) * 1_000_003 + tf.cast(stream, tf.int64) * 7_777 + epoch,
+      tf.cast(index, tf.int64)
+  ])
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+
+def _image_and_label(builder):
+  has_label = "label" in builder.info.features
+
+  def fn(example):
+    label = tf.cast(example["label"], tf.int32) if has_label else tf.constant(-1, tf.int32)
+    return example["image"], label
+
+  return fn
+
+
+def _read_train_shard(builder, config, ctx: tf.distribute.InputContext):
+  """This pipeline's part of the train split, decoded; and its number of examples."""
+  split = config.train_split
+  num_shards = builder.info.splits[split].num_shards
+  pipelines = ctx.num_input_pipelines
+  if pipelines > 1 and num_shards >= pipelines:
+    # Whole files per pipeline: each host reads only its own files.
+    read_config = tfds.ReadConfig(input_context=ctx, shuffle_seed=config.seed)
+    ds = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
+    # Files are dealt round-robin; count this pipeline's examples from the file lengths.
+    lengths = builder.info.splits[split].shard_lengths
+    count = sum(lengths[ctx.input_pipeline_id::pipelines])
+  else:
+    sub = tfds.even_splits(split, n=pipelines)[ctx.input_pipeline_id] if pipelines > 1 else split
+    ds = builder.as_dataset(split=sub, shuffle_files=False)
+    count = builder.info.splits[sub].num_examples
+  return ds, count
+
+
+def _cache_decision(config, num_examples):
+  nbytes = num_examples * config.image_size**2 * config.channels
+  if config.cache == "memory":
+    return True, nbytes
+  if config.cache == "none":
+    return False, nbytes
+  return nbytes <= config.cache_max_bytes, nbytes
+
+
+def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int):
+  """Returns dataset_fn(input_context) for strategy.distribute_datasets_from_function.
+
+  Args:
+    builder: a prepared TFDS builder with an 'image' feature.
+    config: the run's config.
+    start_step: train steps already taken (a resumed run starts there).
+  """
+
+  def dataset_fn(ctx: tf.distribute.InputContext):
+    per_replica = ctx.get_per_replica_batch_size(config.batch_size)
+    replicas_here = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+    ds, count = _read_train_shard(builder, config, ctx)
+    if count < per_replica:
+      raise ValueError(f"input pipeline {ctx.input_pipeline_id} has {count} examples, fewer than "
+                       f"one per-replica batch ({per_replica})")
+    ds = ds.map(_image_and_label(builder), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda img, lbl: to_model_size(img, config), num_parallel_calls=AUTOTUNE)
+    cache, nbytes = _cache_decision(config, count)
+    logging.info("Input pipeline %d/%d: %d train examples, %.1f MB at model size; %s.",
+                 ctx.input_pipeline_id, ctx.num_input_pipelines, count, nbytes / 2**20,
+                 "cached in memory" if cache else "not cached (decoded every epoch)")
+    if cache:
+      ds = ds.cache()
+    pipeline = ctx.input_pipeline_id
+
+    def one_epoch(epoch):
+      # The shuffle order of epoch e depends only on (seed, pipeline, e): resumable by position.
+      seed = tf.constant(config.seed, tf.int64) * 1_000_003 + pipeline * 7_777 + epoch
+      shuffled = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+      return shuffled.enumerate().map(
+          lambda i, img: normalize(img, _binarize_seed(config, pipeline, epoch, i), config),
+          num_parallel_calls=AUTOTUNE)
+
+    consumed = start_step * replicas_here * per_replica
+    start_epoch, offset = divmod(consumed, count)
+    out = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch)
+    out = out.skip(offset)
+    out = out.map(lambda x: {"image": x})
+    out = out.batch(per_replica, drop_remainder=True)
+    return out.prefetch(AUTOTUNE)
+
+  return dataset_fn
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+
+
+def eval_split_spec(config: ml_collections.ConfigDict) -> str:
+  if config.eval_num_examples > 0:
+    return f"{config.eval_split}[:{config.eval_num_examples}]"
+  return config.eval_split
+
+
+def eval_batch_size(config: ml_collections.ConfigDict) -> int:
+  return config.batch_size if config.eval_batch_size <= 0 else config.eval_batch_size
+
+
+def num_eval_steps(builder, config: ml_collections.ConfigDict, num_replicas: int,
+                   num_pipelines: int) -> int:
+  """Steps that cover the largest pipeline's part of the eval split."""
+  per_replica = eval_batch_size(config) // num_replicas
+  per_pipeline_step = per_replica * (num_replicas // num_pipelines)
+  parts = tfds.even_splits(eval_split_spec(config), n=num_pipelines)
+  largest = max(builder.info.splits[p].num_examples for p in parts)
+  return max(1, math.ceil(largest / per_pipeline_step))
+
+
+def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int):
+  """Returns dataset_fn(input_context) yielding padded, masked eval batches for num_steps steps."""
+  spec = eval_split_spec(config)
+
+  def dataset_fn(ctx: tf.distribute.InputContext):
+    per_replica = ctx.get_per_replica_batch_size(eval_batch_size(config))
+    replicas_here = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+    parts = tfds.even_splits(spec, n=ctx.num_input_pipelines)
+    pid = ctx.input_pipeline_id
+    # Index of this part's first example in the whole eval split: parts are contiguous.
+    first = sum(builder.info.splits[p].num_examples for p in parts[:pid])
+    ds = builder.as_dataset(split=parts[pid], shuffle_files=False)
+    ds = ds.map(_image_and_label(builder), num_parallel_calls=AUTOTUNE)
+
+    def prepare(i, image_label):
+      image, label = image_label
+      index = first + i
+      x = normalize(to_model_size(image, config), _binarize_seed(config, -1, 0, index), config)
+      return {"image": x, "label": label, "mask": tf.constant(1.0), "eps": eval_noise(index, config)}
+
+    ds = ds.enumerate().map(prepare, num_parallel_calls=AUTOTUNE)
+    pad = tf.data.Dataset.from_tensors({
+        "image": tf.zeros([config.image_size, config.image_size, config.channels]),
+        "label": tf.constant(-1, tf.int32),
+        "mask": tf.constant(0.0),
+        "eps": tf.zeros([config.latent_dim]),
+    }).repeat()
+    ds = ds.concatenate(pad).batch(per_replica, drop_remainder=True)
+    return ds.take(num_steps * replicas_here).prefetch(AUTOTUNE)
+
+  return dataset_fn
+
+
+def image_examples(builder, config: ml_collections.ConfigDict, n: int):
+  """The first n eval examples, as model inputs and labels (numpy), for image summaries."""
+  ds = builder.as_dataset(split=f"{config.eval_split}[:{n}]", shuffle_files=False)
+  ds = ds.map(_image_and_label(builder))
+  ds = ds.enumerate().map(lambda i, il: (normalize(
+      to_model_size(il[0], config), _binarize_seed(config, -1, 0, i), config), il[1]))
+  images, labels = next(iter(ds.batch(n)))
+  return images.numpy(), labels.numpy()

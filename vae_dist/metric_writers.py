@@ -1,0 +1,96 @@
+"""Where a run's numbers and pictures go: metrics.jsonl and TensorBoard runs `train` and `eval`.
+
+Only the chief writes; other workers get a writer that does nothing, so callers need no checks.
+Everything is written from the host between host loops, never from inside a step.
+"""
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+
+def _is_local(path: str) -> bool:
+  return "://" not in path or path.startswith("file://")
+
+
+class MetricWriter:
+  """Writes scalars to metrics.jsonl and TensorBoard, and images/histograms/text to TensorBoard.
+
+  Args (keyword-only):
+    workdir: the run's directory (local or gs://).
+    enabled: False on non-chief workers: every method is then a no-op.
+  """
+
+  def __init__(self, *, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self.logdir = os.path.join(workdir, "tensorboard")
+    self._writers = {}
+    self._lines = None
+    if not enabled:
+      return
+    for run in ("train", "eval"):
+      self._writers[run] = tf.summary.create_file_writer(os.path.join(self.logdir, run))
+    if not _is_local(self.jsonl_path):
+      # Object stores cannot append: keep the lines and rewrite the (small) file each time.
+      self._lines = []
+      if tf.io.gfile.exists(self.jsonl_path):
+        with tf.io.gfile.GFile(self.jsonl_path) as f:
+          self._lines = f.read().splitlines()
+
+  @staticmethod
+  def _run_of(tag: str) -> str:
+    return "eval" if tag.startswith("eval/") else "train"
+
+  def write_scalars(self, step: int, scalars: dict) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step)}
+    record.update({k: float(v) for k, v in scalars.items()})
+    line = json.dumps(record, sort_keys=True)
+    if self._lines is None:
+      with open(self.jsonl_path, "a") as f:
+        f.write(line + "\n")
+    else:
+      self._lines.append(line)
+      tmp = self.jsonl_path + ".tmp"
+      with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write("\n".join(self._lines) + "\n")
+      tf.io.gfile.rename(tmp, self.jsonl_path, overwrite=True)
+    for tag, value in scalars.items():
+      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+        tf.summary.scalar(tag, float(value))
+
+  def write_images(self, step: int, images: dict) -> None:
+    """images: tag -> float [N, H, W, C] in [0, 1] or uint8."""
+    if not self.enabled:
+      return
+    for tag, value in images.items():
+      value = np.asarray(value)
+      if value.dtype != np.uint8:
+        value = np.clip(value, 0.0, 1.0)
+      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+        tf.summary.image(tag, value, max_outputs=value.shape[0])
+
+  def write_histograms(self, step: int, histograms: dict) -> None:
+    if not self.enabled:
+      return
+    for tag, value in histograms.items():
+      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+        tf.summary.histogram(tag, np.asarray(value))
+
+  def write_text(self, step: int, texts: dict) -> None:
+    if not self.enabled:
+      return
+    for tag, value in texts.items():
+      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+        tf.summary.text(tag, value)
+
+  def flush(self) -> None:
+    for w in self._writers.values():
+      w.flush()
+
+  def close(self) -> None:
+    for w in self._writers.values():
+      w.close()
