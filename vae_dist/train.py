@@ -1,0 +1,330 @@
+"""train_and_evaluate: the whole run, from config checks to the final evaluation.
+
+The order matters: everything that can be wrong with the config, the devices or the data is found
+before the workdir is touched or a step is traced.
+"""
+import hashlib
+import json
+import os
+import signal
+import time
+
+from absl import logging
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+import vae_dist
+from vae_dist import checkpointing
+from vae_dist import config_checks
+from vae_dist import datasets
+from vae_dist import distribution
+from vae_dist import fileio
+from vae_dist import image_grid
+from vae_dist import input_pipeline
+from vae_dist import metric_writers
+from vae_dist import models
+from vae_dist import steps
+from vae_dist.errors import TrainingError
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def total_train_steps(config: ml_collections.ConfigDict, builder) -> int:
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  examples = builder.info.splits[config.train_split].num_examples
+  return config.num_epochs * (examples // config.batch_size)
+
+
+def _set_precision(config):
+  policy = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+  tf.keras.mixed_precision.set_global_policy(policy[config.mixed_precision])
+
+
+class _Preemption:
+  """Turns SIGTERM (what Cloud TPU and spot VMs send) into "save and stop at the next boundary"."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    self._count_requests = None
+
+  def install(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread (e.g. inside a test runner thread).
+      pass
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint at the next step boundary.")
+    self.requested = True
+
+  def agreed(self, strategy) -> bool:
+    """True when any worker was asked to stop; every worker gets the same answer."""
+    if distribution.num_input_pipelines(strategy) == 1:
+      return self.requested
+    if self._count_requests is None:
+      # One scalar all-reduce per host loop, so that all workers stop at the same step.
+      self._count_requests = tf.function(lambda flag: strategy.reduce(
+          tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(flag,)), axis=None))
+    return float(self._count_requests(tf.constant(float(self.requested)))) > 0
+
+  def uninstall(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+class _ImageMaker:
+  """Reconstructions of fixed test images and decoded fixed prior noise, run on the replicas."""
+
+  def __init__(self, *, config, strategy, model, builder):
+    self.strategy = strategy
+    self.model = model
+    n = config.num_image_examples
+    self.enabled = n > 0
+    if not self.enabled:
+      return
+    self.images, _ = input_pipeline.image_examples(builder, config, n)
+    self.prior_noise = tf.random.stateless_normal([n, config.latent_dim], seed=[config.seed, 42],
+                                                   alg="philox")
+    self.bernoulli = config.likelihood == "bernoulli"
+
+    def reconstruct(x, z):
+      mean, _ = model.encode(x)
+      # Show the likelihood's mean: sigmoid of logits (Bernoulli) or the sigmoid means (Gaussian).
+      return tf.sigmoid(model.decode(mean)), tf.sigmoid(model.decode(z))
+
+    self._fn = tf.function(lambda x, z: strategy.run(reconstruct, args=(x, z)))
+
+  def make(self) -> dict:
+    if not self.enabled:
+      return {}
+    recon, samples = self._fn(tf.constant(self.images), self.prior_noise)
+    recon = self.strategy.experimental_local_results(recon)[0].numpy()
+    samples = self.strategy.experimental_local_results(samples)[0].numpy()
+    cols = int(np.ceil(np.sqrt(len(samples))))
+    return {
+        "eval/reconstructions": image_grid.side_by_side(self.images, recon)[None],
+        "eval/prior_samples": image_grid.tile(samples, cols=cols)[None],
+    }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains, evaluates and checkpoints; resumes from the workdir's latest checkpoint.
+
+  Returns:
+    The final evaluation metrics.
+
+  Raises:
+    VaeDistError (ConfigError, DataError, TrainingError, ...) with a message for the user.
+  """
+  config_checks.validate(config)
+  distribution.configure_host_devices(config)
+  strategy = distribution.create_strategy(config)
+  distribution.check_batch(config, strategy)
+  chief = distribution.is_chief(strategy)
+  for line in distribution.describe(config, strategy):
+    logging.info(line)
+  _set_precision(config)
+  # Python, NumPy and Keras seeds: the initial weights depend on config.seed only. TensorFlow's
+  # global seed is cleared again: nothing here uses stateful random ops (all noise is stateless,
+  # seeded from config.seed and the step), and with a global seed of 0 tf.data's shuffle cannot
+  # take the per-epoch seed tensor the input pipeline gives it.
+  tf.keras.utils.set_random_seed(config.seed)
+  tf.random.set_seed(None)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+
+  builder = datasets.load_builder(config)
+  total_steps = total_train_steps(config, builder)
+  if total_steps <= 0:
+    raise TrainingError(f"config.num_epochs={config.num_epochs} with batch_size="
+                        f"{config.batch_size} gives no train step on "
+                        f"{builder.info.splits[config.train_split].num_examples} examples.")
+
+  if chief:
+    tf.io.gfile.makedirs(workdir)
+    fileio.write_text_atomic(os.path.join(workdir, "config.json"),
+                             config.to_json_best_effort(indent=2, sort_keys=True))
+  writer = metric_writers.MetricWriter(workdir=workdir, enabled=chief)
+
+  with strategy.scope():
+    model = models.VAE(config)
+    optimizer = steps.create_optimizer(config, total_steps)
+    # Built here, inside the scope and before any traced step, so its slots are mirrored.
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+  trainer = steps.Trainer(
+      config=config, strategy=strategy, model=model, optimizer=optimizer, step=step)
+  # The step is the whole random state: latent noise, shuffling and binarisation derive from it.
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+  manager = checkpointing.CheckpointManager(
+      directory=os.path.join(workdir, "checkpoints"),
+      max_to_keep=config.max_to_keep,
+      keep_every_steps=config.keep_every_steps,
+      keep_best=config.keep_best,
+      is_chief=chief)
+  _restore(config, manager, checkpoint, model)
+  start_step = int(step.numpy())
+
+  num_pipelines = distribution.num_input_pipelines(strategy)
+  train_iter = iter(
+      strategy.distribute_datasets_from_function(
+          input_pipeline.train_dataset_fn(builder, config, start_step)))
+  eval_steps = input_pipeline.num_eval_steps(builder, config, strategy.num_replicas_in_sync,
+                                             num_pipelines)
+  eval_data = strategy.distribute_datasets_from_function(
+      input_pipeline.eval_dataset_fn(builder, config, eval_steps))
+  images = _ImageMaker(config=config, strategy=strategy, model=model, builder=builder)
+  if start_step == 0:
+    writer.write_text(0, {"config": "```\n" + config.to_json_best_effort(indent=2) + "\n```"})
+
+  metadata_base = {
+      "num_replicas": strategy.num_replicas_in_sync,
+      "tensorflow_version": tf.__version__,
+      "vae_dist_version": vae_dist.__version__,
+      "config_hash": config_hash(config),
+  }
+  preemption = _Preemption()
+  preemption.install()
+  logging.info("Training from step %d to %d (%d steps per host loop).", start_step, total_steps,
+               config.steps_per_loop)
+  eval_metrics = {}
+  last_eval_step = -1
+  current = start_step
+  timer = _Throughput(config.batch_size, start_step, total_steps)
+  try:
+    while current < total_steps:
+      n = min(config.steps_per_loop, total_steps - current)
+      timer.start()
+      trainer.train_loop(train_iter, tf.constant(n, tf.int32))
+      current = int(step.numpy())  # The only host sync of a loop.
+      timer.stop(current, n)
+      bad = int(trainer.first_nonfinite_step.numpy())
+      if bad >= 0:
+        raise TrainingError(
+            f"the loss or its gradients became NaN or Inf at step {bad}; stopping. Checkpoints "
+            "already committed are unchanged; lower config.learning_rate or set "
+            "config.grad_clip_norm and start again.")
+      done = current >= total_steps
+      if current % config.log_every_steps == 0 or done:
+        train_metrics, _ = trainer.read_train_metrics()
+        train_metrics.update(timer.metrics())
+        train_metrics["train/learning_rate"] = steps.current_learning_rate(optimizer)
+        logging.info("step %d/%d: loss %.3f, recon %.3f, kl %.3f, %.1f examples/s, ETA %s",
+                     current, total_steps, train_metrics["train/loss"],
+                     train_metrics["train/recon"], train_metrics["train/kl"],
+                     train_metrics["train/examples_per_sec"], timer.eta())
+        writer.write_scalars(current, train_metrics)
+      if current % config.eval_every_steps == 0 or done:
+        eval_metrics = _evaluate(trainer, eval_data, eval_steps, images, writer, current)
+        last_eval_step = current
+      stop = preemption.agreed(strategy)
+      if current % config.checkpoint_every_steps == 0 or done or stop:
+        metadata = dict(metadata_base)
+        if last_eval_step == current:
+          metadata["metrics"] = eval_metrics
+        manager.save(current, checkpoint, metadata)
+      writer.flush()
+      if stop:
+        logging.warning("Stopped at step %d after SIGTERM; start again to resume.", current)
+        break
+  finally:
+    manager.wait_until_finished()
+    preemption.uninstall()
+    writer.close()
+  if current >= total_steps and last_eval_step != current:
+    eval_metrics = _evaluate(trainer, eval_data, eval_steps, images, writer, current)
+  if chief:
+    _report(workdir, eval_metrics, current, total_steps)
+  return eval_metrics
+
+
+def _restore(config, manager, checkpoint, model):
+  latest = manager.latest_step()
+  if latest is not None:
+    manager.restore(latest, checkpoint)
+    logging.info("Resumed from %s.", manager.step_dir(latest))
+    return
+  if config.restore_from:
+    target = checkpoint
+    if config.restore_weights_only:
+      target = tf.train.Checkpoint(model=model)
+    path = manager.restore_path(config.restore_from, target,
+                                expect_partial=config.restore_weights_only)
+    logging.info("Started from %s%s.", path, " (weights only)" if config.restore_weights_only
+                 else "")
+
+
+def _evaluate(trainer, eval_data, eval_steps, images, writer, step):
+  t0 = time.time()
+  metrics, kl_dims = trainer.evaluate(eval_data, eval_steps)
+  logging.info("eval at step %d: ELBO %.3f nats (recon %.3f, kl %.3f), %.4f bits/dim, "
+               "%d examples, %d active units, %.1fs", step, metrics["eval/elbo"],
+               metrics["eval/recon"], metrics["eval/kl"], metrics["eval/bits_per_dim"],
+               metrics["eval/examples"], metrics["eval/active_units"], time.time() - t0)
+  writer.write_scalars(step, metrics)
+  writer.write_histograms(step, {"eval/kl_per_latent_dim": kl_dims})
+  writer.write_images(step, images.make())
+  return metrics
+
+
+def _report(workdir, metrics, step, total_steps):
+  status = "finished" if step >= total_steps else f"stopped at step {step} of {total_steps}"
+  lines = [f"Run {status}. Results in {workdir}"]
+  if metrics:
+    lines.append(f"  final test ELBO: {metrics['eval/elbo']:.2f} nats per image "
+                 f"({metrics['eval/bits_per_dim']:.4f} bits/dim) at step {step}")
+  lines.append(f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')}")
+  lines.append(f"  checkpoints: {os.path.join(workdir, 'checkpoints')}")
+  lines.append(f"  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+  print("\n".join(lines), flush=True)
+  fileio.write_text_atomic(
+      os.path.join(workdir, "final_metrics.json"),
+      json.dumps({"step": step, **metrics}, indent=2, sort_keys=True))
+
+
+class _Throughput:
+  """Examples/sec and ETA from host-loop wall times (the first loop includes tracing)."""
+
+  def __init__(self, global_batch, start_step, total_steps):
+    self.global_batch = global_batch
+    self.total_steps = total_steps
+    self._t0 = None
+    self._steps = 0
+    self._seconds = 0.0
+    self._loops = 0
+    self._window_steps = 0
+    self._window_seconds = 0.0
+    self.current = start_step
+
+  def start(self):
+    self._t0 = time.perf_counter()
+
+  def stop(self, current, n):
+    dt = time.perf_counter() - self._t0
+    self.current = current
+    self._loops += 1
+    self._window_steps += n
+    self._window_seconds += dt
+    if self._loops > 1:  # Leave the compile of the first loop out of the ETA.
+      self._steps += n
+      self._seconds += dt
+
+  def metrics(self):
+    steps_per_sec = self._window_steps / max(self._window_seconds, 1e-9)
+    self._window_steps, self._window_seconds = 0, 0.0
+    return {
+        "train/steps_per_sec": steps_per_sec,
+        "train/examples_per_sec": steps_per_sec * self.global_batch,
+    }
+
+  def eta(self) -> str:
+    if not self._steps:
+      return "?"
+    seconds = (self.total_steps - self.current) * self._seconds / self._steps
+    return time.strftime("%H:%M:%S", time.gmtime(seconds))
