@@ -35,7 +35,8 @@ data:
 	elif [ -f /etc/debian_version ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "Installing Debian's dataset-fashion-mnist"; \
 	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
+	    { apt-get update -q >/dev/null 2>&1; apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
+	    echo "apt-get could not install dataset-fashion-mnist; TFDS will try to download it"; \
 	else \
 	  echo "Fashion-MNIST: TFDS will download it on the first run"; \
 	fi
@@ -43,7 +44,7 @@ data:
 run: install data
 	$(BIN)/python -m vae_dist.main --config=configs/fashion_mnist.py:quick --workdir=$(WORKDIR)
 
-test: install
+test: install data
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
 
 clean:

@@ -1,6 +1,6 @@
-"""Packaging entry point; the metadata lives in setup.cfg.
+"""Packaging entry point: metadata and extras live in setup.cfg, the requirements here.
 
-TensorFlow is the one requirement chosen here rather than in setup.cfg: the CPU and GPU builds are
+TensorFlow is the one requirement that depends on the machine: the CPU and GPU builds are
 the distribution `tensorflow`, but Cloud TPU VMs need `tensorflow-tpu`, which installs into the
 same import path. Installing both breaks the TPU build, so the TPU recipe sets
 VAE_DIST_TF_PROVIDED=1 and takes TensorFlow from the `tpu` extra instead (see BUILD_NOTES.md).
@@ -11,7 +11,18 @@ import setuptools
 
 TENSORFLOW = "tensorflow>=2.20,<2.22"
 
-install_requires = []
+install_requires = [
+    "tensorflow-datasets>=4.9.9,<5",
+    # TFDS 4.9.10 imports it on every Python but declares it only below 3.9
+    # (tensorflow/datasets#11212).
+    "importlib_resources>=6",
+    "tensorboard>=2.20,<2.22",
+    "absl-py>=2.1",
+    "ml-collections>=1.0,<2",
+    "numpy>=1.26,<3",
+    "pillow>=10",
+    "matplotlib>=3.8",
+]
 if os.environ.get("VAE_DIST_TF_PROVIDED", "") not in ("1", "true", "yes"):
   install_requires.append(TENSORFLOW)
 

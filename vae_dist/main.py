@@ -3,6 +3,7 @@
 Flags are read here and nowhere else; the whole config is passed down as one ConfigDict.
 """
 import os
+import re
 import sys
 
 from absl import app
@@ -38,9 +39,26 @@ def main(argv):
     sys.exit(1)
 
 
+def _parse_flags(argv):
+  """absl's parser, with ml_collections' errors for bad --config.* overrides made readable."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections raises these for an override of a field the config does not have.
+    text = str(e).replace("\\n", " ").replace("\\'", "'")
+    hint = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+    if hint:
+      text = f"the config has no field '{hint.group(2)}'; did you mean '{hint.group(1)}'?"
+    print(f"error: bad --config override: {' '.join(text.split())}", file=sys.stderr)
+    sys.exit(2)
+
+
 def run():
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

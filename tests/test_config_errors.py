@@ -1,0 +1,82 @@
+"""Bad config values stop the run before training, with one message naming the field."""
+import os
+
+import pytest
+
+import cli
+from conftest import load_config, mirrored
+from vae_dist import config_checks, distribution
+from vae_dist.errors import ConfigError
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("strategy", "gpu_cluster", "not one of"),
+    ("latent_dim", 0, "positive"),
+    ("latent_dim", -3, "positive"),
+    ("image_size", 12, "shrink to nothing"),  # Two valid 3x3 stride-2 convs need >= 7 -> ok; 12
+    ("batch_size", 0, "positive"),
+    ("learning_rate", -1.0, "positive"),
+    ("likelihood", "poisson", "not one of"),
+    ("binarize", "yes", "not one of"),
+    ("mixed_precision", "fp8", "not one of"),
+    ("eval_every_steps", 7, "multiple of steps_per_loop"),
+    ("dataset", "", "empty"),
+])
+def test_bad_values_name_the_field(field, value, words):
+  config = load_config("mnist")
+  if field == "image_size":
+    value = 30  # 30 is not divisible by the decoder's total stride 4.
+    words = "not divisible"
+  config[field] = value
+  with pytest.raises(ConfigError) as e:
+    config_checks.validate(config)
+  assert str(e.value).startswith(f"config.{field}:")
+  assert words in str(e.value)
+
+
+def test_image_too_small_for_the_encoder():
+  config = load_config("cartoon")
+  config.image_size = 4  # Divisible by nothing useful: five stride-2 layers need 32.
+  with pytest.raises(ConfigError, match=r"^config.image_size:"):
+    config_checks.validate(config)
+
+
+def test_decoder_output_must_match_channels():
+  config = load_config("mnist")
+  config.channels = 3
+  with pytest.raises(ConfigError, match=r"^config.decoder.filters:.*channels = 3"):
+    config_checks.validate(config)
+
+
+def test_every_shipped_config_is_valid():
+  for name in ("default", "mnist", "fashion_mnist", "cartoon"):
+    for arg in (None, "smoke"):
+      config_checks.validate(load_config(name, arg))
+  config_checks.validate(load_config("fashion_mnist", "quick"))
+
+
+def test_batch_that_does_not_divide_over_replicas_is_refused():
+  config = load_config("mnist")
+  config.batch_size = 32
+  distribution.check_batch(config, mirrored(4))
+  config.batch_size = 30
+  with pytest.raises(ConfigError, match=r"^config.batch_size: 30 does not divide by the 4 "):
+    distribution.check_batch(config, mirrored(4))
+
+
+@pytest.mark.parametrize("overrides,expect", [
+    (["--config.batch_sise=3"], "batch_sise"),
+    (["--config.strategy=warp"], "config.strategy: 'warp' is not one of"),
+    (["--config.batch_size=6", "--config.num_cpu_devices=4", "--config.strategy=mirrored"],
+     "config.batch_size: 6 does not divide by the 4 replicas"),
+    (["--config.latent_dim=0"], "config.latent_dim: must be a positive number"),
+    (["--config.dataset=no_such_dataset_xyz"], "no_such_dataset_xyz"),
+])
+def test_command_line_stops_before_training_and_writes_nothing(tmp_path, overrides, expect):
+  workdir = tmp_path / "run"
+  proc = cli.run_main("configs/mnist.py:smoke", str(workdir), f"--config.data_dir={tmp_path}",
+                      *overrides, timeout=120)
+  assert proc.returncode != 0
+  assert expect in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(workdir)
