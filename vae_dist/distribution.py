@@ -78,9 +78,29 @@ def mirrored_strategy(config: ml_collections.ConfigDict) -> tf.distribute.Mirror
       devices=[d.name for d in cpus], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
+class _SlurmResolver(tf.distribute.cluster_resolver.SlurmClusterResolver):
+  """SlurmClusterResolver that works on CPU nodes and leaves Slurm's GPU binding alone.
+
+  The stock resolver runs nvidia-smi to count GPUs (missing on CPU nodes), divides by
+  gpus_per_task (0 on CPU nodes) and rewrites CUDA_VISIBLE_DEVICES. Here the tasks per node come
+  from Slurm, the GPU count from TensorFlow, and Slurm's own GPU binding is kept.
+  """
+
+  def __init__(self):
+    self._gpus = len(tf.config.list_physical_devices("GPU"))
+    counts = os.environ.get("SLURM_STEP_TASKS_PER_NODE", "1").split(",")
+    per_node = max(int(c.partition("(x")[0]) for c in counts)
+    super().__init__(port_base=int(os.environ.get("VAE_DIST_SLURM_PORT_BASE", "8888")),
+                     gpus_per_node=per_node, gpus_per_task=1, auto_set_gpu=False)
+
+  def num_accelerators(self, task_type=None, task_id=None, config_proto=None):
+    del task_type, task_id, config_proto
+    return {"GPU": self._gpus}
+
+
 def _cluster_resolver():
   if os.environ.get("VAE_DIST_CLUSTER") == "slurm":
-    return tf.distribute.cluster_resolver.SlurmClusterResolver()
+    return _SlurmResolver()
   return tf.distribute.cluster_resolver.TFConfigClusterResolver()
 
 
@@ -131,6 +151,20 @@ def num_input_pipelines(strategy: tf.distribute.Strategy) -> int:
   if isinstance(strategy, tf.distribute.TPUStrategy):
     return strategy.extended.num_hosts
   return 1
+
+
+def sum_over_workers(strategy: tf.distribute.Strategy, value: float) -> float:
+  """Sums a host-side number over all workers (a barrier too: every worker must call it)."""
+  fn = _SUM_FNS.get(id(strategy))
+  if fn is None:
+    fn = tf.function(lambda v: strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: v / strategy.num_replicas_in_sync *
+                                                 num_input_pipelines(strategy)), axis=None))
+    _SUM_FNS[id(strategy)] = fn
+  return float(fn(tf.constant(float(value))))
+
+
+_SUM_FNS = {}
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -50,7 +50,6 @@ class _Preemption:
   def __init__(self):
     self.requested = False
     self._previous = None
-    self._count_requests = None
 
   def install(self):
     try:
@@ -67,11 +66,8 @@ class _Preemption:
     """True when any worker was asked to stop; every worker gets the same answer."""
     if distribution.num_input_pipelines(strategy) == 1:
       return self.requested
-    if self._count_requests is None:
-      # One scalar all-reduce per host loop, so that all workers stop at the same step.
-      self._count_requests = tf.function(lambda flag: strategy.reduce(
-          tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(flag,)), axis=None))
-    return float(self._count_requests(tf.constant(float(self.requested)))) > 0
+    # One scalar all-reduce per host loop, so that all workers stop at the same step.
+    return distribution.sum_over_workers(strategy, float(self.requested)) > 0
 
   def uninstall(self):
     if self._previous is not None:
@@ -139,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
 
-  builder = datasets.load_builder(config)
+  builder = _load_data(config, strategy, chief)
   total_steps = total_train_steps(config, builder)
   if total_steps <= 0:
     raise TrainingError(f"config.num_epochs={config.num_epochs} with batch_size="
@@ -242,6 +238,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if chief:
     _report(workdir, eval_metrics, current, total_steps)
   return eval_metrics
+
+
+def _load_data(config, strategy, chief):
+  """Prepares the data on the chief first, so workers sharing a data_dir never race."""
+  if distribution.num_input_pipelines(strategy) == 1:
+    return datasets.load_builder(config)
+  builder = datasets.load_builder(config) if chief else None
+  distribution.sum_over_workers(strategy, 1.0)  # Barrier: the chief has prepared the data.
+  return builder or datasets.load_builder(config)
 
 
 def _restore(config, manager, checkpoint, model):

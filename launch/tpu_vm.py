@@ -1,0 +1,973 @@
+r"""Trains vae_dist on a Cloud TPU VM or TPU pod slice, driving `gcloud`.
+
+Usage:
+  python launch/tpu_vm.py STEP [STEP ...] --name=NAME --zone=ZONE --accelerator_type=TYPE \
+      [--config=configs/NAME.py[:ARG] --workdir=DIR] [--config.FIELD=VALUE ...] \
+      [other launcher flags] [-- TRAINING_FLAGS ...]
+
+Steps (run in the order given):
+  create  create the TPU VM (`tpu-vm create`, or a queued resource with --queued_resource).
+  setup   copy the source to every worker and `pip install -e .[tpu]` there (--worker=all).
+  train   start training detached on the TPU host(s); the log survives an SSH disconnect.
+  logs    follow the training log (tail -F over ssh) until interrupted.
+  status  print RUNNING / EXITED <code> / LOST / NOT_STARTED for the training process.
+  stop    stop the training process (SIGTERM, then SIGKILL).
+  delete  delete the TPU VM (or the queued resource and its node).
+  run     create, setup, train, follow the logs until training ends, and with --spot
+          --max_restarts=N recreate a preempted TPU and start again (training resumes from the
+          checkpoints in --workdir); --delete_on_exit deletes the TPU however `run` ends.
+
+Every `--config.FIELD=VALUE` flag, and everything after `--`, reaches the training program
+verbatim: the remote command carries the argv base64-encoded, so no shell on either side ever
+interprets it. `--dry_run` prints the commands (shell-quoted, one per line, ready to paste)
+and runs nothing.
+
+TensorFlow on a multi-host slice is single-client: one process (on worker 0) drives every TPU
+host through the TPU runtime's servers, so by default `train` runs there only, with
+TPU_NAME=<name> and TPU_LOAD_LIBRARY=0, and the slice needs a runtime image with those servers
+(`tpu-vm-tf-<version>-pod-pjrt`). `--train_workers=all` starts the same command on every worker
+instead, for multi-client programs.
+
+Example:
+  python launch/tpu_vm.py run --name=vae-v4 --zone=us-central2-b --accelerator_type=v4-8 \
+      --spot --max_restarts=3 --delete_on_exit \
+      --config=configs/mnist.py --workdir=gs://my-bucket/runs/mnist --config.batch_size=1024
+"""
+import base64
+import dataclasses
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+
+STEPS = ("create", "setup", "train", "logs", "status", "stop", "delete", "run")
+
+# tensorflow-tpu pulls libtpu from this index (it is not on PyPI).
+LIBTPU_FIND_LINKS = "https://storage.googleapis.com/libtpu-tf-releases/index.html"
+
+# The launcher's flags live apart from absl's global FLAGS, so that importing this module next to
+# the training program (or the other launchers) never clashes over names like --config.
+FLAGS = flags.FlagValues()
+
+
+def _flag(define, name, default, help_text, **kwargs):
+  return define(name, default, help=help_text, flag_values=FLAGS, **kwargs)
+
+
+_NAME = _flag(flags.DEFINE_string, "name", None,
+              "TPU VM (node) name; also the queued resource id.")
+_PROJECT = _flag(flags.DEFINE_string, "project", "", "GCP project ('' uses gcloud's default).")
+_ZONE = _flag(flags.DEFINE_string, "zone", "",
+              "GCP zone, e.g. us-central2-b ('' uses gcloud's default).")
+_ACCELERATOR_TYPE = _flag(flags.DEFINE_string, "accelerator_type", "v4-8",
+                          "TPU type, e.g. v4-8, v4-32, v5litepod-16, v5p-8, v6e-8.")
+_RUNTIME_VERSION = _flag(
+    flags.DEFINE_string, "runtime_version", "",
+    "TPU software version (--version). '' picks the generation's base image for one host; a "
+    "multi-host slice trained from worker 0 needs it explicitly (tpu-vm-tf-<tf>-pod-pjrt).")
+_NUM_HOSTS = _flag(flags.DEFINE_integer, "num_hosts", 0,
+                   "Hosts in the slice; 0 derives it from --accelerator_type.")
+_SPOT = _flag(flags.DEFINE_bool, "spot", False, "Create a Spot TPU (preemptible, cheaper).")
+_QUEUED_RESOURCE = _flag(
+    flags.DEFINE_bool, "queued_resource", False,
+    "Create through `gcloud compute tpus queued-resources create` and wait until it is ACTIVE.")
+_QUEUED_TIMEOUT = _flag(flags.DEFINE_float, "queued_resource_timeout_seconds", 24 * 3600.0,
+                        "How long `create` waits for a queued resource to become ACTIVE.")
+
+_CONFIG = _flag(flags.DEFINE_string, "config", None,
+                "Training config, e.g. configs/mnist.py:smoke (relative to the repository).")
+_WORKDIR = _flag(
+    flags.DEFINE_string, "workdir", None,
+    "Training workdir. Must be gs:// on a multi-host slice (every host, and the TPU recreated "
+    "after a preemption, must see the same checkpoints).")
+_DATA_DIR = _flag(flags.DEFINE_string, "data_dir", "",
+                  "TFDS data dir, passed as --config.data_dir ('' keeps the config's).")
+
+_REPO = _flag(flags.DEFINE_string, "repo",
+              os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+              "Local source tree shipped to the workers as a tarball (unused with --git_url).")
+_GIT_URL = _flag(flags.DEFINE_string, "git_url", "",
+                 "Clone this repository on every worker instead of copying --repo.")
+_GIT_REF = _flag(flags.DEFINE_string, "git_ref", "",
+                 "Branch, tag or commit to check out with --git_url.")
+_REMOTE_DIR = _flag(flags.DEFINE_string, "remote_dir", "vae_dist",
+                    "Source directory on the workers, relative to the SSH home directory.")
+_RUN_DIR = _flag(
+    flags.DEFINE_string, "run_dir", "vae_dist_run",
+    "Directory on the workers (relative to home) holding train.log, train.pid and train.exit.")
+_REMOTE_PYTHON = _flag(flags.DEFINE_string, "remote_python", "python3",
+                       "Python interpreter on the workers.")
+_TRAIN_MODULE = _flag(flags.DEFINE_string, "train_module", "vae_dist.main",
+                      "Module run with `python -m` on the workers.")
+_REMOTE_ENV = _flag(flags.DEFINE_multi_string, "remote_env", [],
+                    "KEY=VALUE set in the training process's environment (repeatable).")
+_PIP_EXTRA = _flag(
+    flags.DEFINE_string, "pip_extra", "tpu",
+    "Extra installed by `setup` ('' keeps a TensorFlow that the runtime image already has).")
+_PIP_FIND_LINKS = _flag(flags.DEFINE_string, "pip_find_links", LIBTPU_FIND_LINKS,
+                        "pip --find-links for `setup` ('' for none).")
+
+_TRAIN_WORKERS = _flag(
+    flags.DEFINE_enum, "train_workers", "auto",
+    "Where `train` starts the program: 'auto' is worker 0 on a multi-host slice (TensorFlow's "
+    "single-client TPU model) and the only worker otherwise; 'all' starts it on every worker.",
+    enum_values=["auto", "all", "0"])
+_LOGS_WORKER = _flag(flags.DEFINE_string, "logs_worker", "0",
+                     "Worker whose log `logs` follows, or 'all'.")
+_MAX_RESTARTS = _flag(flags.DEFINE_integer, "max_restarts", 0,
+                      "`run`: times a preempted TPU is recreated and training started again.")
+_POLL_SECONDS = _flag(flags.DEFINE_float, "poll_seconds", 60.0,
+                      "`run`: seconds between state and training status checks.")
+_DELETE_ON_EXIT = _flag(flags.DEFINE_bool, "delete_on_exit", False,
+                        "`run`: delete the TPU however run ends (success, failure, Ctrl-C).")
+_FOLLOW_LOGS = _flag(flags.DEFINE_bool, "follow_logs", True,
+                     "`run`: stream worker 0's log while waiting.")
+_GCLOUD = _flag(flags.DEFINE_string, "gcloud", "gcloud", "gcloud executable.")
+_DRY_RUN = _flag(flags.DEFINE_bool, "dry_run", False,
+                 "Print the commands that would run, one per line; run nothing.")
+
+
+class LaunchError(Exception):
+  """A problem with the launcher's arguments or the TPU; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: pass-through training flags.
+
+
+def split_passthrough(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
+  """Separates the launcher's own arguments from those meant for the training program.
+
+  Everything after a lone `--`, and every `--config.FIELD[=VALUE]` before it, is for the training
+  program and is kept verbatim and in order. `--config=...` itself is the launcher's flag (it
+  names the config file that the training program receives as --config).
+
+  Args:
+    argv: the arguments without the program name.
+
+  Returns:
+    (launcher arguments, training arguments).
+  """
+  own, passthrough = [], []
+  for i, arg in enumerate(argv):
+    if arg == "--":
+      passthrough.extend(argv[i + 1:])
+      break
+    if arg.startswith(("--config.", "-config.")):
+      passthrough.append(arg)
+    else:
+      own.append(arg)
+  return own, passthrough
+
+
+# ---------------------------------------------------------------------------------------------
+# Accelerator types.
+
+
+@dataclasses.dataclass(frozen=True)
+class Accelerator:
+  generation: str  # v2, v3, v4, v5p, v5litepod, v6e
+  size: int  # The number after the dash (TensorCores or chips depending on the generation).
+  num_hosts: int
+
+  @property
+  def multi_host(self) -> bool:
+    return self.num_hosts > 1
+
+
+# Generations whose type counts TensorCores, with 8 per host (4 chips x 2 cores, or 4 x 2 on v2/v3).
+_CORES_PER_HOST = {"v2": 8, "v3": 8, "v4": 8, "v5p": 8}
+# Generations whose type counts chips: up to 8 chips fit one host, larger slices have 4 per host.
+_CHIPS_SINGLE_HOST_MAX = {"v5litepod": 8, "v6e": 8}
+_CHIPS_PER_HOST_IN_POD = 4
+
+_DEFAULT_RUNTIME = {
+    "v2": "tpu-ubuntu2204-base",
+    "v3": "tpu-ubuntu2204-base",
+    "v4": "tpu-ubuntu2204-base",
+    "v5p": "v2-alpha-tpuv5",
+    "v5litepod": "v2-alpha-tpuv5-lite",
+    "v6e": "v2-alpha-tpuv6e",
+}
+
+
+def parse_accelerator(accelerator_type: str, num_hosts: int = 0) -> Accelerator:
+  """Host count of a TPU type such as v4-8 (1 host), v4-32 (4) or v5litepod-16 (4).
+
+  Args:
+    accelerator_type: the gcloud --accelerator-type value.
+    num_hosts: > 0 overrides the derived count (for types this table does not know).
+
+  Raises:
+    LaunchError: the type is malformed, or unknown and num_hosts is not given.
+  """
+  m = re.fullmatch(r"([a-z0-9]+?)-(\d+)", accelerator_type or "")
+  if not m:
+    raise LaunchError(f"--accelerator_type={accelerator_type!r} is not of the form "
+                      "<generation>-<size>, e.g. v4-8 or v5litepod-16.")
+  generation, size = m.group(1), int(m.group(2))
+  if num_hosts > 0:
+    return Accelerator(generation, size, num_hosts)
+  if generation in _CORES_PER_HOST:
+    hosts = max(1, size // _CORES_PER_HOST[generation])
+  elif generation in _CHIPS_SINGLE_HOST_MAX:
+    hosts = 1 if size <= _CHIPS_SINGLE_HOST_MAX[generation] else size // _CHIPS_PER_HOST_IN_POD
+  else:
+    raise LaunchError(f"Unknown TPU generation in --accelerator_type={accelerator_type}; pass "
+                      "--num_hosts (and --runtime_version) explicitly.")
+  return Accelerator(generation, size, hosts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Remote commands. Everything that runs on a worker is built here, as one string for
+# `gcloud compute tpus tpu-vm ssh --command=STRING`, which the worker's login shell parses.
+
+# Runs on the workers (Python >= 3.8, standard library only). Modes:
+#   start  PAYLOAD: fork a supervisor in a new session (so it survives the SSH session) that runs
+#          payload["argv"] with payload["env"] in payload["cwd"], appends its output to
+#          <run_dir>/train.log and writes the exit status to <run_dir>/train.exit.
+#   status PAYLOAD: print RUNNING <pid> | EXITED <code> | LOST | NOT_STARTED.
+#   stop   PAYLOAD: SIGTERM the training process group, SIGKILL after payload["grace"] seconds.
+# The argv travels as base64 JSON on the command line, so no shell ever splits or expands it.
+_REMOTE_HELPER = r'''
+import base64, json, os, signal, socket, subprocess, sys, time
+
+
+def paths(p):
+  d = os.path.abspath(os.path.expanduser(p["run_dir"]))
+  return (d, os.path.join(d, "train.pid"), os.path.join(d, "train.exit"),
+          os.path.join(d, "train.log"))
+
+
+def proc_identity(pid):
+  # (state, start time) from /proc: a zombie is not running, and a pid file left over from before
+  # a reboot may name an unrelated process that merely reuses the pid.
+  try:
+    with open("/proc/%d/stat" % pid) as f:
+      fields = f.read().rsplit(")", 1)[1].split()
+    return fields[0], fields[19]
+  except (OSError, IndexError):
+    return None
+
+
+def alive_pid(pid_file):
+  try:
+    with open(pid_file) as f:
+      words = f.read().split()
+    pid = int(words[0])
+    os.kill(pid, 0)
+  except (OSError, ValueError, IndexError):
+    return 0
+  identity = proc_identity(pid)
+  if identity is not None:
+    state, started = identity
+    if state == "Z" or (len(words) > 1 and words[1] != started):
+      return 0
+  return pid
+
+
+def write_atomically(path, text):
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
+def supervise(p, exit_file):
+  # stdout and stderr are already the log file; the child inherits them.
+  env = dict(os.environ)
+  env.update(p["env"])
+  def note(msg):
+    os.write(1, ("[vae_dist %s] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), msg)).encode())
+  note("starting in %s: %s" % (p["cwd"], json.dumps(p["argv"])))
+  try:
+    child = subprocess.Popen(p["argv"], cwd=p["cwd"], env=env, stdin=subprocess.DEVNULL)
+  except OSError as e:
+    note("could not start: %s" % e)
+    rc = 127
+  else:
+    def forward(signum, frame):
+      child.send_signal(signum)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    rc = child.wait()
+    if rc < 0:
+      rc = 128 - rc
+  note("exited with status %d" % rc)
+  write_atomically(exit_file, "%d\n" % rc)
+
+
+def start(p):
+  run_dir, pid_file, exit_file, log_file = paths(p)
+  os.makedirs(run_dir, exist_ok=True)
+  pid = alive_pid(pid_file)
+  if pid:
+    sys.stderr.write("vae_dist: training already runs on %s (pid %d); stop it first\n"
+                     % (socket.gethostname(), pid))
+    return 3
+  for f in (pid_file, exit_file):
+    if os.path.exists(f):
+      os.remove(f)
+  p["cwd"] = os.path.abspath(os.path.expanduser(p["cwd"]))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  pid = os.fork()
+  if pid == 0:
+    try:
+      os.setsid()
+      devnull = os.open(os.devnull, os.O_RDONLY)
+      log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+      os.dup2(devnull, 0)
+      os.dup2(log, 1)
+      os.dup2(log, 2)
+      supervise(p, exit_file)
+    finally:
+      os._exit(0)
+  identity = proc_identity(pid)
+  write_atomically(pid_file, "%d %s\n" % (pid, identity[1] if identity else ""))
+  print("vae_dist: training started on %s, pid %d, log %s" % (socket.gethostname(), pid, log_file))
+  return 0
+
+
+def status(p):
+  _, pid_file, exit_file, _ = paths(p)
+  if os.path.exists(exit_file):
+    with open(exit_file) as f:
+      print("EXITED %d" % int(f.read().strip()))
+  elif alive_pid(pid_file):
+    print("RUNNING %d" % alive_pid(pid_file))
+  elif os.path.exists(pid_file):
+    print("LOST")
+  else:
+    print("NOT_STARTED")
+  return 0
+
+
+def stop(p):
+  _, pid_file, _, _ = paths(p)
+  pid = alive_pid(pid_file)
+  if not pid:
+    print("vae_dist: no training process running on %s" % socket.gethostname())
+    return 0
+  os.killpg(pid, signal.SIGTERM)
+  deadline = time.time() + p.get("grace", 30)
+  while time.time() < deadline and alive_pid(pid_file):
+    time.sleep(0.5)
+  if alive_pid(pid_file):
+    os.killpg(pid, signal.SIGKILL)
+  print("vae_dist: stopped pid %d on %s" % (pid, socket.gethostname()))
+  return 0
+
+
+sys.exit({"start": start, "status": status, "stop": stop}[sys.argv[1]](
+    json.loads(base64.b64decode(sys.argv[2]).decode("utf-8"))))
+'''
+
+# The helper itself also travels base64-encoded: the command stays one line with nothing for a
+# shell to interpret but this fixed bootstrap.
+_BOOTSTRAP = ('import base64, zlib; exec(zlib.decompress(base64.b64decode("%s")))' %
+              base64.b64encode(zlib.compress(_REMOTE_HELPER.encode("utf-8"), 9)).decode("ascii"))
+
+
+def _encode(payload: dict) -> str:
+  return base64.b64encode(json.dumps(payload).encode("utf-8")).decode("ascii")
+
+
+def decode_payload(remote_command: str) -> dict:
+  """The payload of a command from `remote_start_command` (for dry-run display and tests)."""
+  return json.loads(base64.b64decode(shlex.split(remote_command)[-1]).decode("utf-8"))
+
+
+def remote_start_command(argv: Sequence[str],
+                         env: Optional[Dict[str, str]] = None,
+                         cwd: str = "vae_dist",
+                         run_dir: str = "vae_dist_run",
+                         python: str = "python3") -> str:
+  """Shell command that starts `argv` detached on a worker, with its output in a log file.
+
+  The string is meant for a POSIX shell (what `gcloud ... ssh --command=` hands it to). Every
+  argument of `argv` and every `env` value arrives byte for byte: they are carried as base64 JSON,
+  and only `python` and the fixed bootstrap are shell-quoted words.
+
+  Args:
+    argv: the training command, program included.
+    env: extra environment variables for it.
+    cwd: its working directory; relative paths are relative to the shell's (SSH: home) directory.
+    run_dir: directory for train.log, train.pid and train.exit (relative like cwd).
+    python: Python interpreter that runs the small supervisor.
+
+  Returns:
+    The command string. It prints one line and returns at once; it fails with status 3 when a
+    training process started by an earlier call is still running.
+  """
+  payload = {"argv": list(argv), "env": dict(env or {}), "cwd": cwd, "run_dir": run_dir}
+  return shlex.join([python, "-c", _BOOTSTRAP, "start", _encode(payload)])
+
+
+def remote_status_command(run_dir: str = "vae_dist_run", python: str = "python3") -> str:
+  """Shell command printing RUNNING <pid> | EXITED <code> | LOST | NOT_STARTED."""
+  return shlex.join([python, "-c", _BOOTSTRAP, "status", _encode({"run_dir": run_dir})])
+
+
+def remote_stop_command(run_dir: str = "vae_dist_run",
+                        python: str = "python3",
+                        grace_seconds: float = 30) -> str:
+  """Shell command stopping the training process group (SIGTERM, then SIGKILL)."""
+  payload = {"run_dir": run_dir, "grace": grace_seconds}
+  return shlex.join([python, "-c", _BOOTSTRAP, "stop", _encode(payload)])
+
+
+def remote_logs_command(run_dir: str = "vae_dist_run") -> str:
+  # -F keeps following across restarts of training, which append to the same file.
+  return shlex.join(["tail", "-n", "+1", "-F", f"{run_dir}/train.log"])
+
+
+def parse_status(output: str) -> Tuple[str, Optional[int]]:
+  """Parses the output of `remote_status_command`.
+
+  Only the last matching line counts: ssh may print banners or warnings before it.
+
+  Returns:
+    ('RUNNING', pid), ('EXITED', code), ('LOST', None), ('NOT_STARTED', None), or
+    ('UNKNOWN', None) when no line matches.
+  """
+  result = ("UNKNOWN", None)
+  for line in output.splitlines():
+    m = re.fullmatch(r"\s*(RUNNING|EXITED|LOST|NOT_STARTED)(?:\s+(-?\d+))?\s*", line)
+    if m:
+      result = (m.group(1), int(m.group(2)) if m.group(2) is not None else None)
+  return result
+
+
+def remote_setup_command(*,
+                         remote_dir: str,
+                         python: str,
+                         pip_extra: str,
+                         find_links: str,
+                         tarball: str = "",
+                         git_url: str = "",
+                         git_ref: str = "") -> str:
+  """One-line shell command that (re)creates remote_dir from the tarball or git and installs it."""
+  steps = [["rm", "-rf", remote_dir]]
+  if git_url:
+    steps.append(["git", "clone", "--quiet", git_url, remote_dir])
+    if git_ref:
+      steps.append(["git", "-C", remote_dir, "checkout", "--quiet", git_ref])
+  else:
+    steps.append(["mkdir", "-p", remote_dir])
+    steps.append(["tar", "-xzf", tarball, "-C", remote_dir])
+  steps.append(["cd", remote_dir])
+  # VAE_DIST_TF_PROVIDED=1: setup.py must not add the `tensorflow` distribution next to
+  # tensorflow-tpu (from the extra) or next to the image's own TensorFlow.
+  pip = ["env", "VAE_DIST_TF_PROVIDED=1", python, "-m", "pip", "install", "--quiet", "-e",
+         f".[{pip_extra}]" if pip_extra else "."]
+  if find_links:
+    pip += ["-f", find_links]
+  steps.append(pip)
+  return " && ".join(shlex.join(s) for s in steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: validated settings, and the gcloud commands they imply.
+
+# Where `setup` puts the source tarball on each worker (relative to the SSH home directory).
+_REMOTE_TARBALL = "vae_dist_src.tar.gz"
+
+
+@dataclasses.dataclass
+class Plan:
+  """Everything the steps need, validated before any command runs."""
+  steps: List[str]
+  name: str
+  zone: str
+  project: str
+  accelerator: Accelerator
+  accelerator_type: str
+  runtime_version: str
+  spot: bool
+  queued_resource: bool
+  train_on_all_workers: bool
+  train_argv: List[str]
+  train_env: Dict[str, str]
+  remote_dir: str
+  run_dir: str
+  remote_python: str
+  repo: str
+  git_url: str
+  git_ref: str
+  pip_extra: str
+  pip_find_links: str
+  logs_worker: str
+  gcloud: str = "gcloud"
+
+  @property
+  def local_tarball(self) -> str:
+    return os.path.join(tempfile.gettempdir(), f"vae_dist_src_{self.name}.tar.gz")
+
+  def _where(self) -> List[str]:
+    args = [f"--zone={self.zone}"] if self.zone else []
+    if self.project:
+      args.append(f"--project={self.project}")
+    return args
+
+  def _tpu_vm(self, verb: str, *args: str) -> List[str]:
+    return [self.gcloud, "compute", "tpus", "tpu-vm", verb, self.name, *self._where(), *args]
+
+  def _queued(self, verb: str, *args: str) -> List[str]:
+    return [self.gcloud, "compute", "tpus", "queued-resources", verb, self.name, *self._where(),
+            *args]
+
+  def create_command(self) -> List[str]:
+    spot = ["--spot"] if self.spot else []
+    if self.queued_resource:
+      return self._queued("create", f"--node-id={self.name}",
+                          f"--accelerator-type={self.accelerator_type}",
+                          f"--runtime-version={self.runtime_version}", *spot)
+    return self._tpu_vm("create", f"--accelerator-type={self.accelerator_type}",
+                        f"--version={self.runtime_version}", *spot)
+
+  def queued_state_command(self) -> List[str]:
+    return self._queued("describe", "--format=value(state.state)")
+
+  def state_command(self) -> List[str]:
+    return self._tpu_vm("describe", "--format=value(state)")
+
+  def delete_command(self) -> List[str]:
+    if self.queued_resource:
+      # --force also deletes the node the queued resource created.
+      return self._queued("delete", "--force", "--quiet")
+    return self._tpu_vm("delete", "--quiet")
+
+  def ssh_command(self, worker: str, command: str) -> List[str]:
+    # --quiet: never stop at a prompt (e.g. SSH key creation) in an unattended run.
+    return self._tpu_vm("ssh", f"--worker={worker}", f"--command={command}", "--quiet")
+
+  def tarball_command(self) -> List[str]:
+    return ["tar", "-czf", self.local_tarball, "--exclude=.git", "--exclude=.venv",
+            "--exclude=runs", "--exclude=__pycache__", "--exclude=*.egg-info", "-C", self.repo, "."]
+
+  def scp_command(self) -> List[str]:
+    return [self.gcloud, "compute", "tpus", "tpu-vm", "scp", self.local_tarball,
+            f"{self.name}:{_REMOTE_TARBALL}", *self._where(), "--worker=all", "--quiet"]
+
+  def setup_commands(self) -> List[List[str]]:
+    remote = remote_setup_command(remote_dir=self.remote_dir, python=self.remote_python,
+                                  pip_extra=self.pip_extra, find_links=self.pip_find_links,
+                                  tarball=_REMOTE_TARBALL, git_url=self.git_url,
+                                  git_ref=self.git_ref)
+    commands = [] if self.git_url else [self.tarball_command(), self.scp_command()]
+    return commands + [self.ssh_command("all", remote)]
+
+  @property
+  def train_worker(self) -> str:
+    return "all" if self.train_on_all_workers else "0"
+
+  def train_command(self) -> List[str]:
+    remote = remote_start_command(self.train_argv, self.train_env, cwd=self.remote_dir,
+                                  run_dir=self.run_dir, python=self.remote_python)
+    return self.ssh_command(self.train_worker, remote)
+
+  def status_command(self) -> List[str]:
+    return self.ssh_command("0", remote_status_command(self.run_dir, self.remote_python))
+
+  def stop_command(self) -> List[str]:
+    return self.ssh_command(self.train_worker, remote_stop_command(self.run_dir,
+                                                                    self.remote_python))
+
+  def logs_command(self, worker: Optional[str] = None) -> List[str]:
+    return self.ssh_command(worker or self.logs_worker, remote_logs_command(self.run_dir))
+
+
+def _has_flag(args: Sequence[str], name: str) -> bool:
+  return any(a == name or a.startswith(name + "=") for a in args)
+
+
+def training_argv(*, python: str, module: str, config: str, workdir: str, tpu: str,
+                  data_dir: str, passthrough: Sequence[str]) -> List[str]:
+  """The training command run on a TPU host; passthrough flags come last, verbatim."""
+  # --config comes first: ml_collections rejects a --config.FIELD override that precedes it.
+  argv = [python, "-m", module, f"--config={config}", f"--workdir={workdir}", f"--tpu={tpu}"]
+  if data_dir:
+    argv.append(f"--config.data_dir={data_dir}")
+  if not _has_flag(passthrough, "--config.strategy"):
+    argv.append("--config.strategy=tpu")
+  return argv + list(passthrough)
+
+
+def _parse_env(items: Sequence[str]) -> Dict[str, str]:
+  env = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+      raise LaunchError(f"--remote_env={item!r} is not KEY=VALUE.")
+    env[key] = value
+  return env
+
+
+def _check_relative_dir(flag: str, path: str) -> None:
+  # remote_dir is deleted and recreated by `setup`: refuse anything that could reach outside home.
+  parts = path.split("/")
+  if not path or path.startswith(("/", "~")) or any(p in ("", ".", "..") for p in parts):
+    raise LaunchError(f"--{flag}={path!r} must be a plain relative path under the home directory, "
+                      "e.g. vae_dist.")
+
+
+def make_plan(steps: Sequence[str], passthrough: Sequence[str]) -> Plan:
+  """Validates the flags for `steps` and builds the plan; raises LaunchError on any problem."""
+  if not steps:
+    raise LaunchError(f"Name at least one step: {', '.join(STEPS)}.")
+  unknown = [s for s in steps if s not in STEPS]
+  if unknown:
+    raise LaunchError(f"Unknown step(s) {', '.join(unknown)}; the steps are {', '.join(STEPS)}.")
+  if "run" in steps and len(steps) > 1:
+    raise LaunchError("`run` already does create, setup, train, logs (and delete); give it alone.")
+  if not _NAME.value:
+    raise LaunchError("--name is required (the TPU VM's name).")
+  if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", _NAME.value):
+    raise LaunchError(f"--name={_NAME.value!r}: use lowercase letters, digits and dashes.")
+
+  accelerator = parse_accelerator(_ACCELERATOR_TYPE.value, _NUM_HOSTS.value)
+  if _TRAIN_WORKERS.value == "all":
+    on_all_workers = True
+  elif _TRAIN_WORKERS.value == "0":
+    on_all_workers = False
+  else:
+    on_all_workers = not accelerator.multi_host
+  single_client_pod = accelerator.multi_host and not on_all_workers
+
+  runtime_version = _RUNTIME_VERSION.value
+  creates = any(s in ("create", "run") for s in steps)
+  if not runtime_version:
+    if creates and single_client_pod:
+      raise LaunchError(
+          f"--accelerator_type={_ACCELERATOR_TYPE.value} is a {accelerator.num_hosts}-host slice "
+          "driven from worker 0, which needs a TensorFlow pod runtime image: pass "
+          "--runtime_version=tpu-vm-tf-<version>-pod-pjrt matching the `tpu` extra's "
+          "tensorflow-tpu (or --train_workers=all for a multi-client program).")
+    runtime_version = _DEFAULT_RUNTIME.get(accelerator.generation, "")
+    if creates and not runtime_version:
+      raise LaunchError("Pass --runtime_version for this accelerator type.")
+
+  trains = any(s in ("train", "run") for s in steps)
+  train_argv, train_env = [], {}
+  if trains:
+    if not _CONFIG.value:
+      raise LaunchError("--config is required to train, e.g. --config=configs/mnist.py.")
+    if not _WORKDIR.value:
+      raise LaunchError("--workdir is required to train (gs://bucket/path on a multi-host slice).")
+  # Checked for every step that trains: a pod slice's hosts (and a recreated TPU after a
+  # preemption) only share checkpoints through Cloud Storage.
+  if trains and accelerator.multi_host and not _WORKDIR.value.startswith("gs://"):
+    raise LaunchError(
+        f"--workdir={_WORKDIR.value!r} is local, but --accelerator_type="
+        f"{_ACCELERATOR_TYPE.value} has {accelerator.num_hosts} hosts: use a gs:// --workdir "
+        "that every host can reach.")
+  if trains:
+    tpu = _NAME.value if single_client_pod else "local"
+    train_argv = training_argv(python=_REMOTE_PYTHON.value, module=_TRAIN_MODULE.value,
+                               config=_CONFIG.value, workdir=_WORKDIR.value, tpu=tpu,
+                               data_dir=_DATA_DIR.value, passthrough=passthrough)
+    if single_client_pod:
+      # The TPU runtime on each host owns its chips; the client on worker 0 must not load libtpu
+      # itself but reach every host through TPU_NAME.
+      train_env.update(TPU_NAME=_NAME.value, TPU_LOAD_LIBRARY="0")
+    train_env.update(_parse_env(_REMOTE_ENV.value))
+  elif passthrough:
+    raise LaunchError(f"Training flags {passthrough[0]!r}... are only used by `train` and `run`.")
+
+  _check_relative_dir("remote_dir", _REMOTE_DIR.value)
+  _check_relative_dir("run_dir", _RUN_DIR.value)
+  if any(s in ("setup", "run") for s in steps) and not _GIT_URL.value:
+    if not os.path.isfile(os.path.join(_REPO.value, "setup.py")):
+      raise LaunchError(f"--repo={_REPO.value!r} has no setup.py; point it at the vae_dist "
+                        "checkout or use --git_url.")
+  if _MAX_RESTARTS.value < 0:
+    raise LaunchError("--max_restarts must be >= 0.")
+
+  return Plan(
+      steps=list(steps), name=_NAME.value, zone=_ZONE.value, project=_PROJECT.value,
+      accelerator=accelerator, accelerator_type=_ACCELERATOR_TYPE.value,
+      runtime_version=runtime_version, spot=_SPOT.value, queued_resource=_QUEUED_RESOURCE.value,
+      train_on_all_workers=on_all_workers, train_argv=train_argv, train_env=train_env,
+      remote_dir=_REMOTE_DIR.value, run_dir=_RUN_DIR.value, remote_python=_REMOTE_PYTHON.value,
+      repo=os.path.abspath(_REPO.value), git_url=_GIT_URL.value, git_ref=_GIT_REF.value,
+      pip_extra=_PIP_EXTRA.value, pip_find_links=_PIP_FIND_LINKS.value,
+      logs_worker=_LOGS_WORKER.value, gcloud=_GCLOUD.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running commands (or printing them).
+
+
+class Runner:
+  """Runs commands, or with dry_run prints them and pretends they succeeded.
+
+  In a dry run, queries answer as a healthy TPU would (READY / ACTIVE / EXITED 0), so `run`
+  walks its whole sequence once and prints each command it would issue.
+  """
+
+  def __init__(self, dry_run: bool, out=None):
+    self.dry_run = dry_run
+    self.out = out or sys.stdout
+
+  def _show(self, cmd: Sequence[str]) -> None:
+    if self.dry_run:
+      print(shlex.join(cmd), file=self.out, flush=True)
+    else:
+      logging.info("+ %s", shlex.join(cmd))
+
+  def call(self, cmd: Sequence[str]) -> int:
+    self._show(cmd)
+    if self.dry_run:
+      return 0
+    return subprocess.call(list(cmd))
+
+  def check(self, cmd: Sequence[str]) -> None:
+    rc = self.call(cmd)
+    if rc != 0:
+      raise LaunchError(f"Command failed with status {rc}: {shlex.join(cmd)}")
+
+  def output(self, cmd: Sequence[str], dry_answer: str = "") -> Tuple[int, str, str]:
+    """(status, stdout, stderr) of cmd; in a dry run (0, dry_answer, '')."""
+    self._show(cmd)
+    if self.dry_run:
+      return 0, dry_answer, ""
+    proc = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          errors="replace")
+    if proc.returncode != 0:
+      logging.warning("Status %d from %s: %s", proc.returncode, shlex.join(cmd),
+                      proc.stderr.strip()[-2000:])
+    return proc.returncode, proc.stdout, proc.stderr
+
+  def background(self, cmd: Sequence[str]) -> Optional[subprocess.Popen]:
+    self._show(cmd)
+    if self.dry_run:
+      return None
+    # Its own process group, so that stopping it also stops the ssh that gcloud started.
+    return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+# TPU node states after which the node will not run anything again: it has to be recreated.
+_GONE_STATES = ("PREEMPTED", "TERMINATED")
+_QUEUED_FAILED_STATES = ("FAILED", "SUSPENDED", "SUSPENDING")
+
+
+class Steps:
+  """The steps, each a method named like the step."""
+
+  def __init__(self, plan: Plan, runner: Runner, poll_seconds: float, max_restarts: int,
+               delete_on_exit: bool, follow_logs: bool, queued_timeout: float):
+    self.plan = plan
+    self.runner = runner
+    self.poll_seconds = 0.0 if runner.dry_run else poll_seconds
+    self.max_restarts = max_restarts
+    self.delete_on_exit = delete_on_exit
+    self.follow_logs = follow_logs
+    self.queued_timeout = queued_timeout
+
+  def _sleep(self) -> None:
+    time.sleep(self.poll_seconds)
+
+  def create(self) -> int:
+    self.runner.check(self.plan.create_command())
+    if self.plan.queued_resource:
+      self._wait_queued_active()
+    return 0
+
+  def _wait_queued_active(self) -> None:
+    deadline = time.time() + self.queued_timeout
+    while True:
+      rc, out, _ = self.runner.output(self.plan.queued_state_command(), dry_answer="ACTIVE")
+      state = out.strip().splitlines()[-1].strip() if rc == 0 and out.strip() else ""
+      if state == "ACTIVE":
+        return
+      if state in _QUEUED_FAILED_STATES:
+        raise LaunchError(f"Queued resource {self.plan.name} is {state}.")
+      if time.time() > deadline:
+        raise LaunchError(f"Queued resource {self.plan.name} not ACTIVE after "
+                          f"{self.queued_timeout:.0f} s (last state {state or 'unknown'}).")
+      logging.info("Queued resource %s: %s; waiting.", self.plan.name, state or "unknown")
+      self._sleep()
+
+  def setup(self) -> int:
+    for cmd in self.plan.setup_commands():
+      self.runner.check(cmd)
+    return 0
+
+  def train(self) -> int:
+    logging.info("Training command on worker(s) %s: %s (env %s)", self.plan.train_worker,
+                 shlex.join(self.plan.train_argv), self.plan.train_env)
+    self.runner.check(self.plan.train_command())
+    return 0
+
+  def logs(self) -> int:
+    return self.runner.call(self.plan.logs_command())
+
+  def status(self) -> int:
+    rc, out, _ = self.runner.output(self.plan.status_command(), dry_answer="EXITED 0")
+    if not self.runner.dry_run:
+      print(out.strip())
+    return rc
+
+  def stop(self) -> int:
+    return self.runner.call(self.plan.stop_command())
+
+  def delete(self) -> int:
+    return self.runner.call(self.plan.delete_command())
+
+  def _state(self) -> str:
+    """The node's state (READY, PREEMPTED, ...), NOT_FOUND or UNKNOWN.
+
+    NOT_FOUND: the node is gone (deleted, e.g. a reclaimed Spot queued resource). UNKNOWN:
+    `describe` failed for another reason, e.g. the network.
+    """
+    rc, out, err = self.runner.output(self.plan.state_command(), dry_answer="READY")
+    lines = out.strip().splitlines()
+    if rc == 0 and lines:
+      return lines[-1].strip()
+    return "NOT_FOUND" if "NOT_FOUND" in err or "not found" in err.lower() else "UNKNOWN"
+
+  def _wait_for_outcome(self) -> Tuple[str, Optional[int]]:
+    """Polls until training ends or the TPU goes away.
+
+    Returns:
+      ('succeeded', 0), ('failed', exit code), ('preempted', None) or ('lost', None) (the node is
+      READY but the training process vanished without an exit status, e.g. a host restart).
+    """
+    ssh_failures = describe_failures = 0
+    while True:
+      state = self._state()
+      if state in _GONE_STATES or state == "NOT_FOUND":
+        logging.warning("TPU %s is %s.", self.plan.name, state)
+        return "preempted", None
+      # A failing `describe` alone is no reason to delete a TPU that may be training fine.
+      describe_failures = describe_failures + 1 if state == "UNKNOWN" else 0
+      if describe_failures >= 10:
+        raise LaunchError(f"`describe` of TPU {self.plan.name} failed 10 times in a row.")
+      if state == "READY":
+        rc, out, _ = self.runner.output(self.plan.status_command(), dry_answer="EXITED 0")
+        kind, value = parse_status(out) if rc == 0 else ("UNKNOWN", None)
+        if kind == "EXITED":
+          # A preemption kills training too: only trust a failure while the node is still up.
+          if value != 0 and self._state() != "READY":
+            return "preempted", None
+          return ("succeeded", 0) if value == 0 else ("failed", value)
+        if kind in ("LOST", "NOT_STARTED"):
+          return "lost", None
+        if kind == "RUNNING":
+          ssh_failures = 0
+        else:
+          ssh_failures += 1
+          logging.warning("Could not read the training status (ssh status %d).", rc)
+          if ssh_failures >= 10:
+            raise LaunchError("Lost contact with worker 0: 10 status checks failed in a row.")
+      self._sleep()
+
+  def run(self) -> int:
+    restarts = 0
+    follower = None
+    try:
+      self.create()
+      self.setup()
+      self.train()
+      while True:
+        if self.follow_logs:
+          follower = self.runner.background(self.plan.logs_command("0"))
+        outcome, code = self._wait_for_outcome()
+        _stop_process(follower)
+        follower = None
+        if outcome == "succeeded":
+          logging.info("Training finished.")
+          return 0
+        if outcome == "failed":
+          logging.error("Training exited with status %d.", code)
+          return code or 1
+        if restarts >= self.max_restarts:
+          logging.error("TPU %s was %s and --max_restarts=%d is used up.", self.plan.name,
+                        "preempted" if outcome == "preempted" else "restarted", self.max_restarts)
+          return 1
+        restarts += 1
+        logging.warning("Restart %d of %d: training resumes from %s.", restarts,
+                        self.max_restarts, _WORKDIR.value)
+        if outcome == "preempted":
+          # A preempted node cannot be restarted, only deleted and created again.
+          self.delete()
+          self.create()
+          self.setup()
+        self.train()
+    finally:
+      _stop_process(follower)
+      if self.delete_on_exit:
+        self.delete()
+
+
+def _stop_process(proc: Optional[subprocess.Popen]) -> None:
+  """Stops a process from Runner.background and everything in its process group."""
+  if proc is None:
+    return
+  for sig in (signal.SIGTERM, signal.SIGKILL):
+    try:
+      os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+      break
+    try:
+      proc.wait(timeout=10)
+      break
+    except subprocess.TimeoutExpired:
+      continue
+  proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+
+_PASSTHROUGH: List[str] = []
+
+
+def _parse_flags(argv: List[str]) -> List[str]:
+  """app.run's flag parser: absl's own flags, then this launcher's, then the pass-through."""
+  own, passthrough = split_passthrough(argv[1:])
+  _PASSTHROUGH[:] = passthrough
+  if any(a in ("-h", "-help", "--help", "--helpshort", "--helpfull") for a in own):
+    print(__doc__)
+    print(FLAGS.get_help())
+    sys.exit(0)
+  try:
+    # absl's global flags (--verbosity, --logtostderr, ...) first; the rest must be ours.
+    rest = flags.FLAGS(argv[:1] + own, known_only=True)
+    return FLAGS(rest)
+  except flags.Error as e:
+    print(f"{os.path.basename(argv[0])}: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: Sequence[str]) -> int:
+  try:
+    plan = make_plan(list(argv[1:]), _PASSTHROUGH)
+    steps = Steps(plan, Runner(_DRY_RUN.value), poll_seconds=_POLL_SECONDS.value,
+                  max_restarts=_MAX_RESTARTS.value, delete_on_exit=_DELETE_ON_EXIT.value,
+                  follow_logs=_FOLLOW_LOGS.value, queued_timeout=_QUEUED_TIMEOUT.value)
+    for step in plan.steps:
+      rc = getattr(steps, step)()
+      if rc != 0:
+        return rc
+    return 0
+  except LaunchError as e:
+    print(f"tpu_vm.py: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("tpu_vm.py: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)
