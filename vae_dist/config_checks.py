@@ -100,10 +100,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "crop", ("none", "center"))
   _one_of(config, "binarize", ("none", "static", "dynamic"))
   _one_of(config, "likelihood", ("bernoulli", "gaussian"))
-  if config.likelihood == "bernoulli" and config.binarize == "none":
-    # Bernoulli on grey levels is a common, legitimate choice (the tutorial thresholds instead);
-    # it is allowed, but its "ELBO" is then not a likelihood of discrete data.
-    pass
   _one_of(config, "cache", ("auto", "memory", "none"))
   _positive(config, "shuffle_buffer")
   _positive(config, "latent_dim")
@@ -143,6 +139,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "logs, evaluations and checkpoints happen between host loops.")
   if config.max_to_keep < 1:
     raise ConfigError("max_to_keep", f"must be at least 1, got {config.max_to_keep}.")
-  for field in ("keep_every_steps", "keep_best", "num_image_examples"):
+  if config.profile_steps:
+    steps = tuple(config.profile_steps)
+    if len(steps) != 2 or not all(isinstance(v, int) for v in steps) or not 0 <= steps[0] < steps[1]:
+      raise ConfigError("profile_steps", f"must be (first, last) with 0 <= first < last, got "
+                        f"{steps}.")
+  for field in ("keep_every_steps", "keep_best", "num_image_examples", "num_scatter_examples"):
     if config[field] < 0:
       raise ConfigError(field, f"must be >= 0, got {config[field]}.")

@@ -105,6 +105,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.restore_from = ""  # Checkpoint directory or step to start from when the workdir has none.
   c.restore_weights_only = False
   c.num_image_examples = 8  # Reconstructions and samples written at each evaluation.
+  c.num_scatter_examples = 1000  # Test latent means in the scatter plot (latent_dim 2).
+  c.profile_steps = ()  # (first, last): a profiler trace of those steps, e.g. (100, 110).
 
   c.seed = 0
   return c

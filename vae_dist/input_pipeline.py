@@ -220,7 +220,8 @@ def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int):
 
 
 def image_examples(builder, config: ml_collections.ConfigDict, n: int):
-  """The first n eval examples, as model inputs and labels (numpy), for image summaries."""
+  """The first n eval examples (fewer if the split is smaller), as model inputs and labels."""
+  n = min(n, builder.info.splits[config.eval_split].num_examples)
   ds = builder.as_dataset(split=f"{config.eval_split}[:{n}]", shuffle_files=False)
   ds = ds.map(_image_and_label(builder))
   ds = ds.enumerate().map(lambda i, il: (normalize(

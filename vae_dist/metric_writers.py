@@ -87,6 +87,29 @@ class MetricWriter:
       with self._writers[self._run_of(tag)].as_default(step=int(step)):
         tf.summary.text(tag, value)
 
+  def write_graph(self, graph) -> None:
+    """The train step's graph (a tf.Graph or concrete function's graph) for the Graphs tab."""
+    if not self.enabled:
+      return
+    with self._writers["train"].as_default(step=0):
+      tf.summary.graph(graph)
+
+  def write_hparams(self, hparams: dict, metric_tags) -> None:
+    """The HParams tab's session for this run: config values, and which eval scalars compare.
+
+    Written into the `eval` run, where the metrics are: the plugin looks for a session's metrics
+    under <session>/<group>, which a session in the logdir's root ('.') never matches. So the
+    tab works both on this run's logdir and on a parent folder holding many runs.
+    """
+    if not self.enabled:
+      return
+    from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+    with self._writers["eval"].as_default(step=0):
+      hp.hparams_config(
+          hparams=[hp.HParam(name) for name in hparams],
+          metrics=[hp.Metric(tag, display_name=tag) for tag in metric_tags])
+      hp.hparams(hparams, trial_id=os.path.basename(os.path.dirname(self.logdir.rstrip("/"))))
+
   def flush(self) -> None:
     for w in self._writers.values():
       w.flush()

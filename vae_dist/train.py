@@ -11,7 +11,6 @@ import time
 
 from absl import logging
 import ml_collections
-import numpy as np
 import tensorflow as tf
 
 import vae_dist
@@ -20,10 +19,9 @@ from vae_dist import config_checks
 from vae_dist import datasets
 from vae_dist import distribution
 from vae_dist import fileio
-from vae_dist import image_grid
 from vae_dist import input_pipeline
-from vae_dist import metric_writers
 from vae_dist import models
+from vae_dist import run_summaries
 from vae_dist import steps
 from vae_dist.errors import TrainingError
 
@@ -74,41 +72,6 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-class _ImageMaker:
-  """Reconstructions of fixed test images and decoded fixed prior noise, run on the replicas."""
-
-  def __init__(self, *, config, strategy, model, builder):
-    self.strategy = strategy
-    self.model = model
-    n = config.num_image_examples
-    self.enabled = n > 0
-    if not self.enabled:
-      return
-    self.images, _ = input_pipeline.image_examples(builder, config, n)
-    self.prior_noise = tf.random.stateless_normal([n, config.latent_dim], seed=[config.seed, 42],
-                                                   alg="philox")
-    self.bernoulli = config.likelihood == "bernoulli"
-
-    def reconstruct(x, z):
-      mean, _ = model.encode(x)
-      # Show the likelihood's mean: sigmoid of logits (Bernoulli) or the sigmoid means (Gaussian).
-      return tf.sigmoid(model.decode(mean)), tf.sigmoid(model.decode(z))
-
-    self._fn = tf.function(lambda x, z: strategy.run(reconstruct, args=(x, z)))
-
-  def make(self) -> dict:
-    if not self.enabled:
-      return {}
-    recon, samples = self._fn(tf.constant(self.images), self.prior_noise)
-    recon = self.strategy.experimental_local_results(recon)[0].numpy()
-    samples = self.strategy.experimental_local_results(samples)[0].numpy()
-    cols = int(np.ceil(np.sqrt(len(samples))))
-    return {
-        "eval/reconstructions": image_grid.side_by_side(self.images, recon)[None],
-        "eval/prior_samples": image_grid.tile(samples, cols=cols)[None],
-    }
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates and checkpoints; resumes from the workdir's latest checkpoint.
 
@@ -146,7 +109,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tf.io.gfile.makedirs(workdir)
     fileio.write_text_atomic(os.path.join(workdir, "config.json"),
                              config.to_json_best_effort(indent=2, sort_keys=True))
-  writer = metric_writers.MetricWriter(workdir=workdir, enabled=chief)
 
   with strategy.scope():
     model = models.VAE(config)
@@ -175,9 +137,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                              num_pipelines)
   eval_data = strategy.distribute_datasets_from_function(
       input_pipeline.eval_dataset_fn(builder, config, eval_steps))
-  images = _ImageMaker(config=config, strategy=strategy, model=model, builder=builder)
-  if start_step == 0:
-    writer.write_text(0, {"config": "```\n" + config.to_json_best_effort(indent=2) + "\n```"})
+  summaries = run_summaries.RunSummaries(
+      config=config, workdir=workdir, chief=chief, strategy=strategy, model=model,
+      builder=builder, num_replicas=strategy.num_replicas_in_sync, total_steps=total_steps)
+  # Traced once here; the loop's calls with the same signature reuse this graph.
+  first_loop = tf.constant(min(config.steps_per_loop, max(1, total_steps - start_step)), tf.int32)
+  summaries.start(start_step,
+                  trainer.train_loop.get_concrete_function(train_iter, first_loop).graph)
 
   metadata_base = {
       "num_replicas": strategy.num_replicas_in_sync,
@@ -192,9 +158,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_metrics = {}
   last_eval_step = -1
   current = start_step
-  timer = _Throughput(config.batch_size, start_step, total_steps)
+  timer = run_summaries.Throughput(config.batch_size, start_step, total_steps)
+  profile_dir = os.path.join(workdir, "tensorboard", "train")
   try:
     while current < total_steps:
+      summaries.profile(current, profile_dir)
       n = min(config.steps_per_loop, total_steps - current)
       timer.start()
       trainer.train_loop(train_iter, tf.constant(n, tf.int32))
@@ -208,16 +176,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "config.grad_clip_norm and start again.")
       done = current >= total_steps
       if current % config.log_every_steps == 0 or done:
-        train_metrics, _ = trainer.read_train_metrics()
+        train_metrics, kl_dims = trainer.read_train_metrics()
         train_metrics.update(timer.metrics())
         train_metrics["train/learning_rate"] = steps.current_learning_rate(optimizer)
-        logging.info("step %d/%d: loss %.3f, recon %.3f, kl %.3f, %.1f examples/s, ETA %s",
-                     current, total_steps, train_metrics["train/loss"],
-                     train_metrics["train/recon"], train_metrics["train/kl"],
-                     train_metrics["train/examples_per_sec"], timer.eta())
-        writer.write_scalars(current, train_metrics)
+        if isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer):
+          train_metrics["train/loss_scale"] = float(optimizer.dynamic_scale.numpy())
+        summaries.train(current, train_metrics, kl_dims, timer.eta())
       if current % config.eval_every_steps == 0 or done:
-        eval_metrics = _evaluate(trainer, eval_data, eval_steps, images, writer, current)
+        t0 = time.perf_counter()
+        eval_metrics, kl_dims = trainer.evaluate(eval_data, eval_steps)
+        summaries.eval(current, eval_metrics, kl_dims, time.perf_counter() - t0)
         last_eval_step = current
       stop = preemption.agreed(strategy)
       if current % config.checkpoint_every_steps == 0 or done or stop:
@@ -225,16 +193,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if last_eval_step == current:
           metadata["metrics"] = eval_metrics
         manager.save(current, checkpoint, metadata)
-      writer.flush()
+      summaries.flush()
       if stop:
         logging.warning("Stopped at step %d after SIGTERM; start again to resume.", current)
         break
+    if last_eval_step != current:  # A run resumed at its last step: report where it is.
+      eval_metrics, _ = trainer.evaluate(eval_data, eval_steps)
   finally:
     manager.wait_until_finished()
     preemption.uninstall()
-    writer.close()
-  if current >= total_steps and last_eval_step != current:
-    eval_metrics = _evaluate(trainer, eval_data, eval_steps, images, writer, current)
+    summaries.close(timer.train_seconds)
   if chief:
     _report(workdir, eval_metrics, current, total_steps)
   return eval_metrics
@@ -265,19 +233,6 @@ def _restore(config, manager, checkpoint, model):
                  else "")
 
 
-def _evaluate(trainer, eval_data, eval_steps, images, writer, step):
-  t0 = time.time()
-  metrics, kl_dims = trainer.evaluate(eval_data, eval_steps)
-  logging.info("eval at step %d: ELBO %.3f nats (recon %.3f, kl %.3f), %.4f bits/dim, "
-               "%d examples, %d active units, %.1fs", step, metrics["eval/elbo"],
-               metrics["eval/recon"], metrics["eval/kl"], metrics["eval/bits_per_dim"],
-               metrics["eval/examples"], metrics["eval/active_units"], time.time() - t0)
-  writer.write_scalars(step, metrics)
-  writer.write_histograms(step, {"eval/kl_per_latent_dim": kl_dims})
-  writer.write_images(step, images.make())
-  return metrics
-
-
 def _report(workdir, metrics, step, total_steps):
   status = "finished" if step >= total_steps else f"stopped at step {step} of {total_steps}"
   lines = [f"Run {status}. Results in {workdir}"]
@@ -291,45 +246,3 @@ def _report(workdir, metrics, step, total_steps):
   fileio.write_text_atomic(
       os.path.join(workdir, "final_metrics.json"),
       json.dumps({"step": step, **metrics}, indent=2, sort_keys=True))
-
-
-class _Throughput:
-  """Examples/sec and ETA from host-loop wall times (the first loop includes tracing)."""
-
-  def __init__(self, global_batch, start_step, total_steps):
-    self.global_batch = global_batch
-    self.total_steps = total_steps
-    self._t0 = None
-    self._steps = 0
-    self._seconds = 0.0
-    self._loops = 0
-    self._window_steps = 0
-    self._window_seconds = 0.0
-    self.current = start_step
-
-  def start(self):
-    self._t0 = time.perf_counter()
-
-  def stop(self, current, n):
-    dt = time.perf_counter() - self._t0
-    self.current = current
-    self._loops += 1
-    self._window_steps += n
-    self._window_seconds += dt
-    if self._loops > 1:  # Leave the compile of the first loop out of the ETA.
-      self._steps += n
-      self._seconds += dt
-
-  def metrics(self):
-    steps_per_sec = self._window_steps / max(self._window_seconds, 1e-9)
-    self._window_steps, self._window_seconds = 0, 0.0
-    return {
-        "train/steps_per_sec": steps_per_sec,
-        "train/examples_per_sec": steps_per_sec * self.global_batch,
-    }
-
-  def eta(self) -> str:
-    if not self._steps:
-      return "?"
-    seconds = (self.total_steps - self.current) * self._seconds / self._steps
-    return time.strftime("%H:%M:%S", time.gmtime(seconds))

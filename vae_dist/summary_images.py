@@ -1,0 +1,98 @@
+"""The pictures a run shows in TensorBoard at each evaluation.
+
+Reconstructions of fixed test images, decoded fixed prior noise (comparable across steps), an
+interpolation strip between two test images, and with a 2-D latent space the decoded latent grid
+and the scatter of test latent means coloured by label. The model runs on the replicas through
+`strategy.run`, so this works the same on CPU, GPU and TPU.
+"""
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from vae_dist import datasets
+from vae_dist import image_grid
+from vae_dist import input_pipeline
+from vae_dist import latent_paths
+from vae_dist import plots
+
+_INTERPOLATION_STEPS = 10
+_MANIFOLD_SIZE = 15
+
+
+class SummaryImages:
+  """Makes the eval images; inputs and noise are fixed at construction.
+
+  Args (keyword-only):
+    config: the run's config (num_image_examples, num_scatter_examples, latent_dim, seed).
+    strategy: the strategy the model lives in.
+    model: the models.VAE.
+    builder: the prepared data set (its eval split gives the test images and labels).
+  """
+
+  def __init__(self, *, config: ml_collections.ConfigDict, strategy, model, builder):
+    self.config = config
+    self.strategy = strategy
+    n = config.num_image_examples
+    self.enabled = n > 0
+    if not self.enabled:
+      return
+    self.images, _ = input_pipeline.image_examples(builder, config, max(n, 2))
+    self.prior_noise = latent_paths.prior_noise(n, config.latent_dim, config.seed + 42)
+    self.two_d = config.latent_dim == 2
+    if self.two_d:
+      self.grid = latent_paths.manifold_grid(_MANIFOLD_SIZE, 2)
+      self.scatter_images, self.scatter_labels = input_pipeline.image_examples(
+          builder, config, config.num_scatter_examples)
+      self.label_names = datasets.label_names(builder)
+
+    def decode_mean(z):
+      return tf.sigmoid(model.decode(z))
+
+    def encode_mean(x):
+      return model.encode(x)[0]
+
+    @tf.function
+    def decode(z):
+      return strategy.run(decode_mean, args=(z,))
+
+    @tf.function
+    def encode(x):
+      return strategy.run(encode_mean, args=(x,))
+
+    self._decode, self._encode = decode, encode
+
+  def _local(self, value):
+    return self.strategy.experimental_local_results(value)[0].numpy()
+
+  def decode(self, z):
+    """Mean images of p(x|z): sigmoid of the logits (Bernoulli) or of the means (Gaussian)."""
+    return self._local(self._decode(tf.constant(z, tf.float32)))
+
+  def encode(self, x):
+    """Posterior means of q(z|x)."""
+    return self._local(self._encode(tf.constant(x, tf.float32)))
+
+  def make(self, step: int) -> dict:
+    """tag -> [1, H, W, C] image (float in [0, 1] or uint8)."""
+    if not self.enabled:
+      return {}
+    n = self.config.num_image_examples
+    images = self.images[:n]
+    out = {
+        "eval/reconstructions":
+            image_grid.side_by_side(images, self.decode(self.encode(images))),
+        "eval/prior_samples":
+            image_grid.tile(self.decode(self.prior_noise),
+                            cols=int(np.ceil(np.sqrt(len(self.prior_noise))))),
+    }
+    ends = self.encode(self.images[:2])
+    path = latent_paths.lerp(ends[0], ends[1], np.linspace(0.0, 1.0, _INTERPOLATION_STEPS))
+    strip = np.concatenate([self.images[:1], self.decode(path), self.images[1:2]])
+    out["eval/interpolation"] = image_grid.tile(strip, cols=len(strip))
+    if self.two_d:
+      out["eval/latent_grid"] = image_grid.tile(self.decode(self.grid), cols=_MANIFOLD_SIZE)
+      png = plots.scatter_png(
+          self.encode(self.scatter_images), self.scatter_labels, self.label_names,
+          title=f"test latent means at step {step}", size_inches=5.0, dpi=80)
+      out["eval/latent_scatter"] = tf.io.decode_png(png, channels=3).numpy()
+    return {tag: image[None] for tag, image in out.items()}
