@@ -36,6 +36,11 @@ from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 from absl import app
 from absl import flags
 
+try:
+  from launch import cli_args  # Imported as a package (tests, python -m launch.NAME).
+except ImportError:
+  import cli_args  # Run as a script: launch/ itself is sys.path[0].
+
 # The launcher's flags live apart from absl's global FLAGS, so that importing this module next to
 # the training program (or the other launchers) never clashes over names like --config.
 FLAGS = flags.FlagValues()
@@ -75,30 +80,6 @@ class LaunchError(Exception):
   """Bad arguments; the message says what to do."""
 
 
-def split_passthrough(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
-  """Splits off what belongs to the worker command.
-
-  Everything after a lone `--`, and every `--config.FIELD[=VALUE]` before it, goes to the workers
-  verbatim and in order; `--config=FILE` is the launcher's own flag.
-
-  Args:
-    argv: the arguments without the program name.
-
-  Returns:
-    (launcher arguments, worker arguments).
-  """
-  own, passthrough = [], []
-  for i, arg in enumerate(argv):
-    if arg == "--":
-      passthrough.extend(argv[i + 1:])
-      break
-    if arg.startswith(("--config.", "-config.")):
-      passthrough.append(arg)
-    else:
-      own.append(arg)
-  return own, passthrough
-
-
 def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
   """n distinct ports that were free a moment ago.
 
@@ -130,8 +111,8 @@ def worker_command(passthrough: Sequence[str], *, python: str, module: str,
   """The command every worker runs.
 
   Args:
-    passthrough: worker arguments from `split_passthrough`. If the first one is not a flag, they
-      are a complete command and used as is.
+    passthrough: worker arguments from `cli_args.split_passthrough`. If the first one is not a
+      flag, they are a complete command and used as is.
     python: interpreter for the training program.
     module: the training program's module.
     config: --config for the training program (None: not passed).
@@ -347,23 +328,6 @@ def plan_workers(passthrough: Sequence[str]) -> List[Tuple[int, List[str], Dict[
 _PASSTHROUGH: List[str] = []
 
 
-def _parse_flags(argv: List[str]) -> List[str]:
-  """app.run's flag parser: absl's own flags, then this launcher's, then the pass-through."""
-  own, passthrough = split_passthrough(argv[1:])
-  _PASSTHROUGH[:] = passthrough
-  if any(a in ("-h", "-help", "--help", "--helpshort", "--helpfull") for a in own):
-    print(__doc__)
-    print(FLAGS.get_help())
-    sys.exit(0)
-  try:
-    # absl's global flags (--verbosity, --logtostderr, ...) first; the rest must be ours.
-    rest = flags.FLAGS(argv[:1] + own, known_only=True)
-    return FLAGS(rest)
-  except flags.Error as e:
-    print(f"{os.path.basename(argv[0])}: error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     print(f"multiworker.py: error: unexpected argument {argv[1]!r}; put the worker command or "
@@ -381,4 +345,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli_args.flags_parser(FLAGS, __doc__, _PASSTHROUGH))

@@ -51,6 +51,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
+try:
+  from launch import cli_args  # Imported as a package (tests, python -m launch.NAME).
+except ImportError:
+  import cli_args  # Run as a script: launch/ itself is sys.path[0].
+
 STEPS = ("create", "setup", "train", "logs", "status", "stop", "delete", "run")
 
 # tensorflow-tpu pulls libtpu from this index (it is not on PyPI).
@@ -144,31 +149,6 @@ class LaunchError(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # Command line: pass-through training flags.
-
-
-def split_passthrough(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
-  """Separates the launcher's own arguments from those meant for the training program.
-
-  Everything after a lone `--`, and every `--config.FIELD[=VALUE]` before it, is for the training
-  program and is kept verbatim and in order. `--config=...` itself is the launcher's flag (it
-  names the config file that the training program receives as --config).
-
-  Args:
-    argv: the arguments without the program name.
-
-  Returns:
-    (launcher arguments, training arguments).
-  """
-  own, passthrough = [], []
-  for i, arg in enumerate(argv):
-    if arg == "--":
-      passthrough.extend(argv[i + 1:])
-      break
-    if arg.startswith(("--config.", "-config.")):
-      passthrough.append(arg)
-    else:
-      own.append(arg)
-  return own, passthrough
 
 
 # ---------------------------------------------------------------------------------------------
@@ -933,23 +913,6 @@ def _stop_process(proc: Optional[subprocess.Popen]) -> None:
 _PASSTHROUGH: List[str] = []
 
 
-def _parse_flags(argv: List[str]) -> List[str]:
-  """app.run's flag parser: absl's own flags, then this launcher's, then the pass-through."""
-  own, passthrough = split_passthrough(argv[1:])
-  _PASSTHROUGH[:] = passthrough
-  if any(a in ("-h", "-help", "--help", "--helpshort", "--helpfull") for a in own):
-    print(__doc__)
-    print(FLAGS.get_help())
-    sys.exit(0)
-  try:
-    # absl's global flags (--verbosity, --logtostderr, ...) first; the rest must be ours.
-    rest = flags.FLAGS(argv[:1] + own, known_only=True)
-    return FLAGS(rest)
-  except flags.Error as e:
-    print(f"{os.path.basename(argv[0])}: error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv: Sequence[str]) -> int:
   try:
     plan = make_plan(list(argv[1:]), _PASSTHROUGH)
@@ -970,4 +933,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli_args.flags_parser(FLAGS, __doc__, _PASSTHROUGH))

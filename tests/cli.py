@@ -1,11 +1,14 @@
 """Runs the real command line (`python -m vae_dist.main ...`) in a subprocess for tests."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from launch.multiworker import free_ports  # noqa: E402  # pylint: disable=unused-import
+from launch.multiworker import tf_config  # noqa: E402  # pylint: disable=unused-import
 
 
 def env(**extra):
@@ -34,20 +37,3 @@ def data_flags(idx_dir, data_dir):
 def read_metrics(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]
-
-
-def free_ports(n):
-  socks = [socket.socket() for _ in range(n)]
-  for s in socks:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in socks]
-  for s in socks:
-    s.close()
-  return ports
-
-
-def tf_config(ports, index):
-  return json.dumps({
-      "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-      "task": {"type": "worker", "index": index},
-  })

@@ -17,6 +17,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from launch import cli_args  # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import tpu_vm  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 LAUNCHER = os.path.join(REPO, "launch", "tpu_vm.py")
@@ -84,7 +85,7 @@ def test_bad_or_unknown_accelerator_type(accelerator):
 
 
 def test_split_passthrough_keeps_training_flags_verbatim_and_in_order():
-  own, passthrough = tpu_vm.split_passthrough([
+  own, passthrough = cli_args.split_passthrough([
       "train", "--config.a=1", "--name=x", "--config=c.py", "--config.b", "--", "--name=y", "z"])
   assert own == ["train", "--name=x", "--config=c.py"]
   assert passthrough == ["--config.a=1", "--config.b", "--name=y", "z"]

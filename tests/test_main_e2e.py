@@ -52,12 +52,12 @@ def test_trains_and_evaluates_on_one_two_and_four_devices(tmp_path, idx_data, de
 
 def test_multi_worker_mirrored_with_two_local_processes(tmp_path, idx_data):
   workdir = str(tmp_path / "run")
-  ports = cli.free_ports(2)
+  cluster = [f"127.0.0.1:{port}" for port in cli.free_ports(2)]
   procs = [
       subprocess.Popen(
           cli.main_args("configs/mnist.py:smoke", workdir, *SMOKE, *cli.data_flags(*idx_data),
                         "--config.strategy=multi_worker_mirrored"),
-          cwd=cli.ROOT, env=cli.env(TF_CONFIG=cli.tf_config(ports, i)), stdout=subprocess.PIPE,
+          cwd=cli.ROOT, env=cli.env(TF_CONFIG=cli.tf_config(cluster, i)), stdout=subprocess.PIPE,
           stderr=subprocess.PIPE, text=True) for i in range(2)
   ]
   outs = [p.communicate(timeout=300) for p in procs]
