@@ -22,3 +22,20 @@ def side_by_side(originals, reconstructions, pad: int = 1) -> np.ndarray:
 
 def to_uint8(image) -> np.ndarray:
   return np.round(np.clip(np.asarray(image), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def zoom(image, factor: int) -> np.ndarray:
+  """Enlarges an [H, W, C] image by an integer factor (nearest neighbour: pixels stay sharp)."""
+  factor = int(factor)
+  if factor < 1:
+    raise ValueError(f"zoom factor must be a positive integer, got {factor}")
+  image = np.asarray(image)
+  if factor == 1:
+    return image
+  return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def tiled_size(n: int, height: int, width: int, cols: int, pad: int = 1) -> tuple:
+  """(height, width) of tile() for n images of height x width in `cols` columns."""
+  rows = -(-n // cols)
+  return rows * (height + pad) - pad, cols * (width + pad) - pad

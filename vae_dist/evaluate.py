@@ -1,0 +1,280 @@
+"""Test log-likelihood of a trained run: python -m vae_dist.evaluate --workdir=DIR [flags].
+
+Computes, over the whole eval split (config.eval_split, every example exactly once):
+
+  elbo   the exact test ELBO of training's evaluation (input_pipeline.eval_dataset_fn and
+         steps.Trainer.evaluate: one fixed latent noise draw per example, analytic KL);
+  iwae   the importance-weighted bound L_K on log p(x) with K = --num_samples (default 1000),
+         see vae_dist/likelihood.py; elbo <= iwae <= log p(x) in expectation;
+
+both in nats per image and in bits per dimension (objective.bits_per_dim). The result is written as
+JSON to <workdir>/evaluations/step_<step>_k<K>.json (or --out), through a temporary file and a
+rename, and printed.
+
+It runs under the same tf.distribute strategies as training: the run's config.strategy and
+config.num_cpu_devices unless --strategy / --num_cpu_devices / --tpu say otherwise. --batch_size
+sets the global eval batch (a multiple of the replica count). The K samples are decoded in
+chunks of --chunk_size samples per example (default: as many as keep one chunk's largest decoder
+activation near 512 MB per replica), so memory does not grow with K. The IWAE noise of example i
+depends only on (--seed, i): the result does not depend on the strategy, batch or chunk size
+beyond float rounding.
+
+  python -m vae_dist.evaluate --workdir=runs/mnist
+  python -m vae_dist.evaluate --workdir=runs/mnist --num_samples=5000 --strategy=mirrored \
+      --num_cpu_devices=2 --batch_size=64 --step=18750
+"""
+import datetime
+import json
+import os
+import time
+from typing import Optional
+
+from absl import flags
+from absl import logging
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import vae_dist
+from vae_dist import datasets
+from vae_dist import distribution
+from vae_dist import fileio
+from vae_dist import input_pipeline
+from vae_dist import likelihood
+from vae_dist import objective
+from vae_dist import steps
+from vae_dist import tool_cli
+from vae_dist import trained_run
+from vae_dist.tool_cli import UsageError
+
+EVALUATIONS_SUBDIR = "evaluations"
+
+
+def default_out(workdir: str, step: int, num_samples: int) -> str:
+  return os.path.join(workdir, EVALUATIONS_SUBDIR, f"step_{int(step)}_k{int(num_samples)}.json")
+
+
+def indexed_eval_dataset_fn(builder, config, num_steps: int):
+  """input_pipeline.eval_dataset_fn with each example's index in the eval split added ('index').
+
+  The eval pipeline's batches hold consecutive examples of this pipeline's contiguous part of the
+  split, so batch b of pipeline p starts at first(p) + b * per_replica.
+  """
+  base = input_pipeline.eval_dataset_fn(builder, config, num_steps)
+  spec = input_pipeline.eval_split_spec(config)
+
+  def dataset_fn(ctx: tf.distribute.InputContext):
+    per_replica = ctx.get_per_replica_batch_size(input_pipeline.eval_batch_size(config))
+    parts = tfds.even_splits(spec, n=ctx.num_input_pipelines)
+    first = sum(builder.info.splits[p].num_examples for p in parts[:ctx.input_pipeline_id])
+
+    def add_index(b, batch):
+      start = first + b * per_replica
+      return dict(batch, index=tf.range(start, start + per_replica, dtype=tf.int64))
+
+    return base(ctx).enumerate().map(add_index)
+
+  return dataset_fn
+
+
+class IwaeEvaluator:
+  """The IWAE bound over the eval split, on every replica of a strategy.
+
+  Args (keyword-only):
+    config: the run's config (with the eval overrides applied).
+    strategy: the strategy the model was created under.
+    model: a models.VAE with the weights to evaluate.
+    builder: the prepared TFDS builder.
+    num_samples: K.
+    chunk_size: samples per example decoded at once; 0 chooses likelihood.auto_chunk_size.
+    seed: seed of the importance samples.
+  """
+
+  def __init__(self, *, config, strategy, model, builder, num_samples: int, chunk_size: int = 0,
+               seed: int = 0):
+    _check_sampling(num_samples, chunk_size)
+    self.config = config
+    self.strategy = strategy
+    self.model = model
+    self.builder = builder
+    self.num_samples = int(num_samples)
+    replicas = strategy.num_replicas_in_sync
+    self.per_replica_batch = input_pipeline.eval_batch_size(config) // replicas
+    self.chunk_size = int(chunk_size) or likelihood.auto_chunk_size(
+        config, self.per_replica_batch, self.num_samples)
+    self.seed = int(seed)
+    # TPUs have no float64; elsewhere the log-densities are summed in float64.
+    self.dtype = tf.float32 if isinstance(strategy, tf.distribute.TPUStrategy) else tf.float64
+    self.num_steps = input_pipeline.num_eval_steps(builder, config, replicas,
+                                                   distribution.num_input_pipelines(strategy))
+    self._step_fn = tf.function(self._step)
+
+  def _replica(self, batch):
+    eps = likelihood.example_noise(self.seed, batch["index"], self.num_samples,
+                                   self.config.latent_dim)
+    bound = likelihood.iwae_bound(self.model, batch["image"], eps, self.config, self.chunk_size,
+                                  self.dtype)
+    mask = tf.cast(batch["mask"], self.dtype)
+    return tf.reduce_sum(bound * mask), tf.reduce_sum(mask)
+
+  def _step(self, batch):
+    total, count = self.strategy.run(self._replica, args=(batch,))
+    reduce = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+    return reduce(total), reduce(count)
+
+  def run(self) -> tuple:
+    """Returns (mean L_K over the split in nats, number of examples)."""
+    data = self.strategy.distribute_datasets_from_function(
+        indexed_eval_dataset_fn(self.builder, self.config, self.num_steps))
+    iterator = iter(data)
+    total, count = 0.0, 0.0
+    t0 = time.time()
+    for i in range(self.num_steps):
+      t, c = self._step_fn(next(iterator))
+      total += float(t)
+      count += float(c)
+      if (i + 1) % 10 == 0 or i + 1 == self.num_steps:
+        logging.info("IWAE (K=%d): %d/%d eval steps, %d examples, %.1fs.", self.num_samples,
+                     i + 1, self.num_steps, count, time.time() - t0)
+    return total / max(count, 1.0), int(count)
+
+
+def _check_sampling(num_samples: int, chunk_size: int) -> None:
+  if num_samples < 1:
+    raise UsageError(f"--num_samples must be at least 1, got {num_samples}.")
+  if chunk_size < 0:
+    raise UsageError(f"--chunk_size must be positive (or 0: automatic), got {chunk_size}.")
+
+
+def _strategy_for(config):
+  distribution.configure_host_devices(config)
+  strategy = distribution.create_strategy(config)
+  replicas = strategy.num_replicas_in_sync
+  batch = input_pipeline.eval_batch_size(config)
+  if batch % replicas:
+    raise UsageError(f"--batch_size: the eval batch {batch} does not divide by the {replicas} "
+                     f"replicas of {type(strategy).__name__}; use a multiple of {replicas}.")
+  return strategy
+
+
+def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 1000,
+             chunk_size: int = 0, seed: int = 0, overrides: Optional[dict] = None,
+             out: Optional[str] = None) -> dict:
+  """Evaluates one checkpoint of a run and writes the result as JSON (chief only).
+
+  Args:
+    workdir: the run's workdir.
+    step: the checkpoint step; default: the latest committed one.
+    num_samples: K of the IWAE bound.
+    chunk_size: samples per example decoded at once; 0: automatic.
+    seed: seed of the IWAE samples.
+    overrides: config fields to replace: strategy, num_cpu_devices, tpu, eval_batch_size,
+      eval_num_examples, data_dir, manual_dir (None values are ignored).
+    out: the JSON file; default: default_out(workdir, step, num_samples).
+
+  Returns:
+    The result (what the JSON holds), with 'out' set to the file written.
+
+  Raises:
+    VaeDistError: missing workdir or checkpoint, bad flags, unusable strategy, missing data.
+  """
+  _check_sampling(num_samples, chunk_size)
+  config = trained_run.load_config(workdir, overrides)
+  step = trained_run.resolve_step(workdir, step)
+  strategy = _strategy_for(config)
+  for line in distribution.describe(config, strategy):
+    logging.info(line)
+  model = trained_run.build_model(config, strategy)
+  prefix = trained_run.restore_weights(model, workdir, step)
+  builder = datasets.load_builder(config)
+  replicas = strategy.num_replicas_in_sync
+
+  t0 = time.time()
+  with strategy.scope():
+    # Trainer wants an optimizer; evaluation never touches it.
+    optimizer = steps.create_optimizer(config, 1)
+  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer,
+                          step=tf.Variable(step, dtype=tf.int64, trainable=False))
+  eval_steps = input_pipeline.num_eval_steps(builder, config, replicas,
+                                             distribution.num_input_pipelines(strategy))
+  elbo_data = strategy.distribute_datasets_from_function(
+      input_pipeline.eval_dataset_fn(builder, config, eval_steps))
+  metrics, _ = trainer.evaluate(elbo_data, eval_steps)
+  elbo_seconds = time.time() - t0
+
+  t0 = time.time()
+  evaluator = IwaeEvaluator(config=config, strategy=strategy, model=model, builder=builder,
+                            num_samples=num_samples, chunk_size=chunk_size, seed=seed)
+  iwae, examples = evaluator.run()
+  iwae_seconds = time.time() - t0
+
+  result = {
+      "workdir": workdir,
+      "step": step,
+      "checkpoint": prefix,
+      "dataset": config.dataset,
+      "split": input_pipeline.eval_split_spec(config),
+      "examples": examples,
+      "likelihood": config.likelihood,
+      "elbo": metrics["eval/elbo"],
+      "elbo_recon": metrics["eval/recon"],
+      "elbo_kl": metrics["eval/kl"],
+      "elbo_bits_per_dim": metrics["eval/bits_per_dim"],
+      "active_units": metrics["eval/active_units"],
+      "iwae": iwae,
+      "iwae_bits_per_dim": float(objective.bits_per_dim(iwae, config)),
+      "iwae_minus_elbo": iwae - metrics["eval/elbo"],
+      "num_samples": evaluator.num_samples,
+      "chunk_size": evaluator.chunk_size,
+      "seed": seed,
+      "compute_dtype": evaluator.dtype.name,
+      "strategy": type(strategy).__name__,
+      "num_replicas": replicas,
+      "eval_batch_size": input_pipeline.eval_batch_size(config),
+      "seconds": {"elbo": round(elbo_seconds, 3), "iwae": round(iwae_seconds, 3)},
+      "units": "nats per image (elbo, iwae); bits per dimension (*_bits_per_dim)",
+      "tensorflow_version": tf.__version__,
+      "vae_dist_version": vae_dist.__version__,
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+  }
+  if metrics["eval/examples"] != examples:
+    # Both passes read the same pipeline; a mismatch is a bug, not a user error.
+    raise RuntimeError(f"ELBO saw {metrics['eval/examples']} examples, IWAE {examples}.")
+  out = out or default_out(workdir, step, evaluator.num_samples)
+  result["out"] = out
+  if distribution.is_chief(strategy):
+    tf.io.gfile.makedirs(os.path.dirname(out) or ".")
+    fileio.write_text_atomic(out, json.dumps(result, indent=2, sort_keys=True))
+  return result
+
+
+def define_flags() -> None:
+  tool_cli.define_common_flags()
+  flags.DEFINE_integer("num_samples", 1000, "K, importance samples per image of the IWAE bound.")
+  flags.DEFINE_integer("chunk_size", 0, "Samples per image decoded at once (0: automatic).")
+  flags.DEFINE_integer("seed", 0, "Seed of the importance samples.")
+  flags.DEFINE_string("out", None, "JSON file to write; default "
+                      "<workdir>/evaluations/step_<step>_k<K>.json.")
+  flags.DEFINE_string("strategy", None, "tf.distribute strategy (config.strategy values); "
+                      "default: the run's.")
+  flags.DEFINE_integer("num_cpu_devices", None, "Split the host CPU into N logical devices; "
+                       "default: the run's config.num_cpu_devices.")
+  flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (sets config.tpu).")
+  flags.DEFINE_integer("batch_size", None, "Global eval batch; default: the run's eval batch.")
+  flags.DEFINE_integer("max_examples", None, "Evaluate the first N examples of the split only "
+                       "(-1: all); default: the run's config.eval_num_examples.")
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  overrides = tool_cli.data_overrides()
+  overrides.update(strategy=f.strategy, num_cpu_devices=f.num_cpu_devices, tpu=f.tpu,
+                   eval_batch_size=f.batch_size, eval_num_examples=f.max_examples)
+  result = evaluate(f.workdir, f.step, num_samples=f.num_samples, chunk_size=f.chunk_size,
+                    seed=f.seed, overrides=overrides, out=f.out)
+  print(json.dumps(result, indent=2, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+  define_flags()
+  tool_cli.run(main)

@@ -1,0 +1,77 @@
+"""What the command lines of the tools share: flags, flag parsing and error handling.
+
+Like `vae_dist.main`: a user's mistake (VaeDistError, a bad flag) is one `error: ...` line on
+stderr and a non-zero exit, without a traceback; anything else is a bug and keeps its traceback.
+
+Flags are defined when a tool runs as a program (`define_common_flags` from its `__main__`), not
+at import: generate, evaluate and export share flag names (--workdir, --step, ...) and can then
+be imported together, e.g. by tests.
+"""
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from vae_dist.errors import VaeDistError
+
+FLAGS = flags.FLAGS
+
+
+def define_common_flags() -> None:
+  """--workdir, --step, --data_dir and --manual_dir."""
+  flags.DEFINE_string("workdir", None, "The training run's workdir (holds config.json and "
+                      "checkpoints/).")
+  flags.DEFINE_integer("step", None, "Checkpoint step to use; default: the latest committed one.")
+  flags.DEFINE_string(
+      "data_dir", None, "TFDS data dir to read the data set from, when it is no longer where "
+      "the run's config.json says (config.data_dir).")
+  flags.DEFINE_string(
+      "manual_dir", None, "Folder of hand-downloaded archives or IDX files, when not the run's "
+      "config.manual_dir.")
+
+
+def data_overrides() -> dict:
+  """Config fields the data flags replace (only those given)."""
+  return {"data_dir": FLAGS.data_dir, "manual_dir": FLAGS.manual_dir}
+
+
+def parse_list(text: str, kind, flag: str) -> list:
+  """'1,2, 3' -> [1, 2, 3] with `kind` (int or float).
+
+  Raises:
+    UsageError: an item is not a `kind`.
+  """
+  try:
+    return [kind(item) for item in text.split(",") if item.strip()]
+  except ValueError:
+    raise UsageError(f"--{flag}={text!r} is not a comma-separated list of "
+                     f"{kind.__name__}s.") from None
+
+
+class UsageError(VaeDistError):
+  """A flag value that is wrong for this run (e.g. an index beyond the split)."""
+
+
+def _parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(main, required=("workdir",)) -> None:
+  """Runs `main(argv)` as an absl app; VaeDistError becomes `error: <message>`, exit status 1."""
+  def guarded(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+      main(argv)
+    except VaeDistError as e:
+      logging.error("%s", e)
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(1)
+
+  flags.mark_flags_as_required(list(required))
+  app.run(guarded, flags_parser=_parse_flags)

@@ -1,0 +1,194 @@
+"""A finished (or running) training run, read back from its workdir: config, checkpoints, weights.
+
+The tools that use what was trained (generate, evaluate, export) all start here:
+
+  run = trained_run.load(workdir, step=None)   # latest committed checkpoint
+  run.config, run.step, run.model              # model holds that step's weights
+
+A workdir holds `config.json` (the resolved config the run trained with) and
+`checkpoints/<step>/state/ckpt*` written from tf.train.Checkpoint(model=..., optimizer=...,
+step=...). Only the model is restored (a weights-only, partial read), so the tools never build an
+optimizer. Nothing in the workdir is written or cleaned here: a run may still be training.
+"""
+import dataclasses
+import json
+import os
+from typing import Optional
+
+from absl import logging
+import ml_collections
+import tensorflow as tf
+
+from vae_dist import checkpointing
+from vae_dist import config_defaults
+from vae_dist import models
+from vae_dist.errors import WorkdirError
+
+CONFIG_FILENAME = "config.json"
+CHECKPOINTS_SUBDIR = "checkpoints"
+
+
+class RunNotFoundError(WorkdirError):
+  """The workdir does not exist or holds no config.json."""
+
+
+class NoCheckpointError(WorkdirError):
+  """The workdir has no committed checkpoint (or not the step asked for)."""
+
+
+def checkpoints_dir(workdir: str) -> str:
+  return os.path.join(workdir, CHECKPOINTS_SUBDIR)
+
+
+def load_config(workdir: str, overrides: Optional[dict] = None) -> ml_collections.ConfigDict:
+  """The config a run trained with, from `<workdir>/config.json`.
+
+  Fields the JSON does not have (a run from an older version) keep the defaults of
+  config_defaults.base_config(), so the tools always see a complete config.
+
+  Args:
+    workdir: the run's workdir (local or gs://).
+    overrides: top-level fields to replace, e.g. {'data_dir': ...} when the data has moved;
+      None values are ignored.
+
+  Returns:
+    An unlocked ConfigDict.
+
+  Raises:
+    RunNotFoundError: no such workdir, or no readable config.json in it.
+  """
+  if not workdir:
+    raise RunNotFoundError("No workdir given: pass --workdir=DIR, the directory a training run "
+                           "wrote (it holds config.json and checkpoints/).")
+  if not tf.io.gfile.isdir(workdir):
+    raise RunNotFoundError(f"Workdir {workdir} does not exist.")
+  path = os.path.join(workdir, CONFIG_FILENAME)
+  try:
+    with tf.io.gfile.GFile(path, "r") as f:
+      values = json.loads(f.read())
+  except tf.errors.NotFoundError:
+    raise RunNotFoundError(
+        f"{workdir} is not a training run's workdir: it has no {CONFIG_FILENAME} (a run writes "
+        "it before its first step).") from None
+  except (tf.errors.OpError, ValueError) as e:
+    raise RunNotFoundError(f"Cannot read {path}: {e}") from None
+  if not isinstance(values, dict):
+    raise RunNotFoundError(f"{path} does not hold a JSON object.")
+  config = config_defaults.base_config()
+  try:
+    config.update(values)
+  except (TypeError, ValueError, KeyError) as e:
+    # A field whose type changed since the run was trained: take the JSON as it is.
+    logging.warning("%s does not match the current config fields (%s); using it as written.",
+                    path, e)
+    config = ml_collections.ConfigDict(values)
+  for field, value in (overrides or {}).items():
+    if value is not None:
+      config[field] = value
+  return config
+
+
+def committed_steps(workdir: str) -> list:
+  """The committed checkpoint steps of a run, ascending ([] when there are none)."""
+  # is_chief=False: a reader must never clean up what a training run may still be writing.
+  manager = checkpointing.CheckpointManager(
+      directory=checkpoints_dir(workdir), is_chief=False, max_to_keep=None)
+  return manager.all_steps()
+
+
+def resolve_step(workdir: str, step: Optional[int] = None) -> int:
+  """`step` if it is committed, or the latest committed step when `step` is None.
+
+  Raises:
+    NoCheckpointError: the run has no committed checkpoint, or not `step`.
+  """
+  steps = committed_steps(workdir)
+  if not steps:
+    raise NoCheckpointError(
+        f"{workdir} has no committed checkpoint under {checkpoints_dir(workdir)}: train first "
+        "(a run commits one every config.checkpoint_every_steps steps and at its end).")
+  if step is None:
+    return steps[-1]
+  if int(step) not in steps:
+    raise NoCheckpointError(f"{workdir} has no committed checkpoint for step {step}; committed "
+                            f"steps: {', '.join(map(str, steps))}.")
+  return int(step)
+
+
+def state_prefix(workdir: str, step: int) -> str:
+  return checkpointing.state_prefix(os.path.join(checkpoints_dir(workdir), str(int(step))))
+
+
+def build_model(config: ml_collections.ConfigDict,
+                strategy: Optional[tf.distribute.Strategy] = None) -> models.VAE:
+  """A VAE with the run's architecture, created under `strategy` (default: the current one)."""
+  # The tools compute in float32 whatever the run trained with: the weights are float32 under
+  # every mixed-precision policy, and evaluation and export want full precision.
+  tf.keras.mixed_precision.set_global_policy("float32")
+  strategy = strategy or tf.distribute.get_strategy()
+  with strategy.scope():
+    return models.VAE(config)
+
+
+def restore_weights(model: models.VAE, workdir: str, step: int) -> str:
+  """Reads the model's weights of checkpoint `step` into `model`.
+
+  Returns:
+    The checkpoint prefix read.
+
+  Raises:
+    WorkdirError: the checkpoint cannot be read or does not fit the model built from the
+      config (for example a config.json edited after training).
+  """
+  prefix = state_prefix(workdir, step)
+  status = checkpointing.restore_checkpoint(prefix, tf.train.Checkpoint(model=model),
+                                            expect_partial=True)
+  try:
+    # Every variable of the model must come from the file; the optimizer's may be left over.
+    status.assert_existing_objects_matched()
+  except AssertionError as e:
+    raise WorkdirError(f"Checkpoint {prefix} does not hold all weights of the model described "
+                       f"by {os.path.join(workdir, CONFIG_FILENAME)}: {e}") from None
+  return prefix
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A run's config and its model at one committed step."""
+  workdir: str
+  config: ml_collections.ConfigDict
+  step: int
+  model: models.VAE
+  prefix: str
+
+  def restore(self, step: int) -> None:
+    """Switches the model to the weights of another committed step."""
+    step = resolve_step(self.workdir, step)
+    self.prefix = restore_weights(self.model, self.workdir, step)
+    self.step = step
+
+
+def load(workdir: str, step: Optional[int] = None, *,
+         strategy: Optional[tf.distribute.Strategy] = None,
+         overrides: Optional[dict] = None) -> TrainedRun:
+  """Loads a run's config and its model with the weights of `step` (default: the latest).
+
+  Args:
+    workdir: the run's workdir.
+    step: a committed checkpoint step, or None for the latest.
+    strategy: the tf.distribute strategy to create the model under (default: the current one).
+    overrides: config fields to replace (see load_config).
+
+  Returns:
+    A TrainedRun.
+
+  Raises:
+    RunNotFoundError, NoCheckpointError, WorkdirError: see load_config, resolve_step and
+      restore_weights.
+  """
+  config = load_config(workdir, overrides)
+  step = resolve_step(workdir, step)
+  model = build_model(config, strategy)
+  prefix = restore_weights(model, workdir, step)
+  logging.info("Loaded %s at step %d.", workdir, step)
+  return TrainedRun(workdir=workdir, config=config, step=step, model=model, prefix=prefix)
