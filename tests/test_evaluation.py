@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 
 import datagen
 from conftest import load_config, mirrored
-from vae_dist import datasets, distribution, input_pipeline, models, steps
+from vae_dist import datasets, input_pipeline, models, steps
 
 
 @pytest.fixture(scope="module")

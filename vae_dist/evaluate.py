@@ -32,7 +32,6 @@ from typing import Optional
 from absl import flags
 from absl import logging
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 import vae_dist
 from vae_dist import datasets
@@ -51,29 +50,6 @@ EVALUATIONS_SUBDIR = "evaluations"
 
 def default_out(workdir: str, step: int, num_samples: int) -> str:
   return os.path.join(workdir, EVALUATIONS_SUBDIR, f"step_{int(step)}_k{int(num_samples)}.json")
-
-
-def indexed_eval_dataset_fn(builder, config, num_steps: int):
-  """input_pipeline.eval_dataset_fn with each example's index in the eval split added ('index').
-
-  The eval pipeline's batches hold consecutive examples of this pipeline's contiguous part of the
-  split, so batch b of pipeline p starts at first(p) + b * per_replica.
-  """
-  base = input_pipeline.eval_dataset_fn(builder, config, num_steps)
-  spec = input_pipeline.eval_split_spec(config)
-
-  def dataset_fn(ctx: tf.distribute.InputContext):
-    per_replica = ctx.get_per_replica_batch_size(input_pipeline.eval_batch_size(config))
-    parts = tfds.even_splits(spec, n=ctx.num_input_pipelines)
-    first = sum(builder.info.splits[p].num_examples for p in parts[:ctx.input_pipeline_id])
-
-    def add_index(b, batch):
-      start = first + b * per_replica
-      return dict(batch, index=tf.range(start, start + per_replica, dtype=tf.int64))
-
-    return base(ctx).enumerate().map(add_index)
-
-  return dataset_fn
 
 
 class IwaeEvaluator:
@@ -124,7 +100,7 @@ class IwaeEvaluator:
   def run(self) -> tuple:
     """Returns (mean L_K over the split in nats, number of examples)."""
     data = self.strategy.distribute_datasets_from_function(
-        indexed_eval_dataset_fn(self.builder, self.config, self.num_steps))
+        input_pipeline.eval_dataset_fn(self.builder, self.config, self.num_steps))
     iterator = iter(data)
     total, count = 0.0, 0.0
     t0 = time.time()

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from vae_dist import concepts
 from vae_dist import datasets
+from vae_dist import fileio
 from vae_dist import image_files
 from vae_dist import image_grid
 from vae_dist import latent_paths
@@ -312,7 +313,7 @@ def generate(workdir: str, what: str, out: Optional[str] = None, step: Optional[
     return summary
   if what == "scatter":
     png = scatter(run, opts, datasets.load_builder(run.config))
-    image_files.write_bytes_atomic(out, png)
+    fileio.write_bytes_atomic(out, png)
     side = int(round(opts.size_inches * opts.dpi))
     summary.update(width=side, height=side)
     return summary

@@ -4,8 +4,8 @@ from typing import Sequence
 
 from PIL import Image
 from PIL import ImageDraw
-import tensorflow as tf
 
+from vae_dist import fileio
 from vae_dist import image_grid
 
 
@@ -17,17 +17,6 @@ def to_pil(image) -> Image.Image:
   return Image.fromarray(pixels, "RGB")
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-  """Writes to a temporary name, then renames over `path`: never a half-written file."""
-  directory = path.rsplit("/", 1)[0] if "/" in path else ""
-  if directory:
-    tf.io.gfile.makedirs(directory)
-  tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(data)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def png_bytes(image) -> bytes:
   buffer = io.BytesIO()
   to_pil(image).save(buffer, format="PNG")
@@ -36,7 +25,7 @@ def png_bytes(image) -> bytes:
 
 def write_png(path: str, image) -> tuple:
   """Writes an [H, W, C] float image in [0, 1] as PNG; returns its (width, height)."""
-  write_bytes_atomic(path, png_bytes(image))
+  fileio.write_bytes_atomic(path, png_bytes(image))
   return image.shape[1], image.shape[0]
 
 
@@ -56,4 +45,4 @@ def write_gif(path: str, frames: Sequence[Image.Image], duration_ms: int = 500) 
   # optimize=False: Pillow must not drop or merge frames, one frame per image is the contract.
   frames[0].save(buffer, format="GIF", save_all=True, append_images=list(frames[1:]),
                  duration=int(duration_ms), loop=0, optimize=False)
-  write_bytes_atomic(path, buffer.getvalue())
+  fileio.write_bytes_atomic(path, buffer.getvalue())

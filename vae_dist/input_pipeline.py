@@ -187,7 +187,11 @@ def num_eval_steps(builder, config: ml_collections.ConfigDict, num_replicas: int
 
 
 def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int):
-  """Returns dataset_fn(input_context) yielding padded, masked eval batches for num_steps steps."""
+  """Returns dataset_fn(input_context) yielding padded, masked eval batches for num_steps steps.
+
+  Each example carries 'image', 'label', 'mask' (0 for padding), 'eps' (its fixed latent noise)
+  and 'index' (its position in the eval split; -1 for padding).
+  """
   spec = eval_split_spec(config)
 
   def dataset_fn(ctx: tf.distribute.InputContext):
@@ -204,7 +208,8 @@ def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int):
       image, label = image_label
       index = first + i
       x = normalize(to_model_size(image, config), _binarize_seed(config, -1, 0, index), config)
-      return {"image": x, "label": label, "mask": tf.constant(1.0), "eps": eval_noise(index, config)}
+      return {"image": x, "label": label, "mask": tf.constant(1.0), "eps": eval_noise(index, config),
+              "index": tf.cast(index, tf.int64)}
 
     ds = ds.enumerate().map(prepare, num_parallel_calls=AUTOTUNE)
     pad = tf.data.Dataset.from_tensors({
@@ -212,6 +217,7 @@ def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int):
         "label": tf.constant(-1, tf.int32),
         "mask": tf.constant(0.0),
         "eps": tf.zeros([config.latent_dim]),
+        "index": tf.constant(-1, tf.int64),
     }).repeat()
     ds = ds.concatenate(pad).batch(per_replica, drop_remainder=True)
     return ds.take(num_steps * replicas_here).prefetch(AUTOTUNE)
