@@ -80,3 +80,20 @@ def test_command_line_stops_before_training_and_writes_nothing(tmp_path, overrid
   assert expect in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(workdir)
+
+
+def test_missing_split_and_batch_larger_than_the_split(tmp_path):
+  import datagen  # pylint: disable=g-import-not-at-top
+  datagen.write_idx_dataset(tmp_path / "idx", num_train=16, num_test=4)
+  flags = cli.data_flags(str(tmp_path / "idx"), str(tmp_path / "tfds"))
+  for overrides, expect in (
+      (["--config.eval_split=validation"], "config.eval_split: 'validation' is not a split of "
+       "data set 'fashion_mnist', which has test, train."),
+      (["--config.batch_size=32"], "config.batch_size: 32 is more than the 16 examples"),
+  ):
+    workdir = tmp_path / "run"
+    proc = cli.run_main("configs/mnist.py:smoke", str(workdir), "--config.dataset=fashion_mnist",
+                        *flags, *overrides, timeout=120)
+    assert proc.returncode == 1 and expect in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not workdir.exists()

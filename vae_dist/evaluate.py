@@ -188,7 +188,7 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
       "step": step,
       "checkpoint": prefix,
       "dataset": config.dataset,
-      "split": input_pipeline.eval_split_spec(config),
+      "split": input_pipeline.eval_split_spec(builder, config),
       "examples": examples,
       "likelihood": config.likelihood,
       "elbo": metrics["eval/elbo"],

@@ -17,6 +17,9 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vae_dist.errors import ConfigError
+from vae_dist.errors import DataError
+
 AUTOTUNE = tf.data.AUTOTUNE
 _MAX_EPOCHS = 2**40  # "Forever": the train loop decides when to stop.
 
@@ -78,6 +81,29 @@ def _binarize_seed(config, stream, epoch, index):
 
 
 # ---- reading ------------------------------------------------------------------------------------
+
+
+def check_splits(builder, config: ml_collections.ConfigDict) -> None:
+  """The train and eval splits exist, hold examples, and the train split fills a batch.
+
+  Raises:
+    ConfigError: a split name the data set does not have, or a batch larger than the split.
+    DataError: an empty split.
+  """
+  sizes = {}
+  for field in ("train_split", "eval_split"):
+    name = config[field]
+    try:
+      sizes[field] = builder.info.splits[name].num_examples
+    except (KeyError, ValueError, AssertionError):
+      raise ConfigError(field, f"{name!r} is not a split of data set '{config.dataset}', which "
+                        f"has {', '.join(sorted(builder.info.splits.keys()))}.") from None
+    if sizes[field] == 0:
+      raise DataError(f"Data set '{config.dataset}': split '{name}' has no examples "
+                      f"(data dir: {builder.data_dir}).")
+  if sizes["train_split"] < config.batch_size:
+    raise ConfigError("batch_size", f"{config.batch_size} is more than the "
+                      f"{sizes['train_split']} examples of split '{config.train_split}'.")
 
 
 def _image_and_label(builder):
@@ -166,9 +192,11 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
 # ---- evaluation ---------------------------------------------------------------------------------
 
 
-def eval_split_spec(config: ml_collections.ConfigDict) -> str:
-  if config.eval_num_examples > 0:
-    return f"{config.eval_split}[:{config.eval_num_examples}]"
+def eval_split_spec(builder, config: ml_collections.ConfigDict) -> str:
+  """The eval split, or its first config.eval_num_examples examples when that is fewer."""
+  limit = config.eval_num_examples
+  if 0 < limit < builder.info.splits[config.eval_split].num_examples:
+    return f"{config.eval_split}[:{limit}]"
   return config.eval_split
 
 
@@ -181,7 +209,7 @@ def num_eval_steps(builder, config: ml_collections.ConfigDict, num_replicas: int
   """Steps that cover the largest pipeline's part of the eval split."""
   per_replica = eval_batch_size(config) // num_replicas
   per_pipeline_step = per_replica * (num_replicas // num_pipelines)
-  parts = tfds.even_splits(eval_split_spec(config), n=num_pipelines)
+  parts = tfds.even_splits(eval_split_spec(builder, config), n=num_pipelines)
   largest = max(builder.info.splits[p].num_examples for p in parts)
   return max(1, math.ceil(largest / per_pipeline_step))
 
@@ -192,7 +220,7 @@ def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int):
   Each example carries 'image', 'label', 'mask' (0 for padding), 'eps' (its fixed latent noise)
   and 'index' (its position in the eval split; -1 for padding).
   """
-  spec = eval_split_spec(config)
+  spec = eval_split_spec(builder, config)
 
   def dataset_fn(ctx: tf.distribute.InputContext):
     per_replica = ctx.get_per_replica_batch_size(eval_batch_size(config))

@@ -29,7 +29,7 @@ def _config_for(config: ml_collections.ConfigDict, split: str, limit: int, batch
 
 def num_examples(builder, config: ml_collections.ConfigDict, split: str, limit: int = -1) -> int:
   """Examples in `split`, or in its first `limit` examples when limit > 0."""
-  spec = input_pipeline.eval_split_spec(_config_for(config, split, limit, 1))
+  spec = input_pipeline.eval_split_spec(builder, _config_for(config, split, limit, 1))
   return builder.info.splits[spec].num_examples
 
 
@@ -74,7 +74,7 @@ def iter_batches(builder, config: ml_collections.ConfigDict, split: str, limit: 
     it has scalar attributes).
   """
   cfg = _config_for(config, split, limit, batch_size)
-  spec = input_pipeline.eval_split_spec(cfg)
+  spec = input_pipeline.eval_split_spec(builder, cfg)
   count = builder.info.splits[spec].num_examples
   features = _features(builder, spec).batch(batch_size)
   if with_images:

@@ -99,6 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tf.config.experimental.enable_op_determinism()
 
   builder = _load_data(config, strategy, chief)
+  input_pipeline.check_splits(builder, config)
   total_steps = total_train_steps(config, builder)
   if total_steps <= 0:
     raise TrainingError(f"config.num_epochs={config.num_epochs} with batch_size="
