@@ -56,3 +56,18 @@ def test_cartoon_archive_trains_a_smoke_run_and_has_attributes(tmp_path):
   assert "hair" in attributes and "glasses" in attributes and len(attributes) == 18
   example = next(iter(builder.as_dataset(split="train")))
   assert int(example["attributes"]["hair"]) in range(len(attributes["hair"]))
+
+
+def test_a_resumed_stream_gives_exactly_the_batches_it_would_have(tmp_path):
+  datagen.write_idx_dataset(tmp_path / "idx", num_train=40, num_test=4)
+  config = load_config("mnist", "smoke")
+  config.dataset, config.binarize = "fashion_mnist", "dynamic"
+  config.manual_dir, config.data_dir = str(tmp_path / "idx"), str(tmp_path / "tfds")
+  builder = datasets.load_builder(config)
+  ctx = tf.distribute.InputContext()
+  stream = iter(input_pipeline.train_dataset_fn(builder, config, start_step=0)(ctx))
+  batches = [next(stream)["image"].numpy() for _ in range(16)]  # 40 examples: 3.2 epochs.
+  assert not np.array_equal(batches[0], batches[5])  # Epoch 2 is reshuffled and redrawn.
+  for step in (1, 4, 5, 13):  # Inside an epoch, at and across epoch boundaries.
+    resumed = input_pipeline.train_dataset_fn(builder, config, start_step=step)(ctx)
+    np.testing.assert_array_equal(next(iter(resumed))["image"].numpy(), batches[step])

@@ -52,10 +52,10 @@ def to_model_size(image, config: ml_collections.ConfigDict):
 
 
 def normalize(image_uint8, seed_pair, config: ml_collections.ConfigDict):
-  """uint8 -> float32 in [0, 1], binarised as configured.
+  """uint8 -> float32 in [0, 1], binarised as configured (one image or a batch).
 
-  `seed_pair` (int64 [2]) seeds the dynamic binarisation draw, so the same example at the same
-  position of the stream is binarised the same way on every run and after every resume.
+  `seed_pair` (int64 [2]) seeds the dynamic binarisation draw, so the same position of the stream
+  is binarised the same way on every run and after every resume.
   """
   x = tf.cast(image_uint8, tf.float32) / 255.0
   if config.binarize == "static":
@@ -72,11 +72,11 @@ def eval_noise(index, config: ml_collections.ConfigDict):
   return tf.random.stateless_normal([config.latent_dim], seed=seed, alg="philox")
 
 
-def _binarize_seed(config, stream, epoch, index):
-  # Distinct streams (train pipelines, eval) never share a seed.
+def _binarize_seed(config, stream, position):
+  # Distinct streams (train pipelines; eval is -1) never share a seed.
   return tf.stack([
-      tf.constant(config.seed, tf.int64) * 1_000_003 + tf.cast(stream, tf.int64) * 7_777 + epoch,
-      tf.cast(index, tf.int64)
+      tf.constant(config.seed, tf.int64) * 1_000_003 + tf.cast(stream, tf.int64) * 7_777,
+      tf.cast(position, tf.int64)
   ])
 
 
@@ -158,10 +158,11 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
     replicas_here = ctx.num_replicas_in_sync // ctx.num_input_pipelines
     ds, count = _read_train_shard(builder, config, ctx)
     if count < per_replica:
-      raise ValueError(f"input pipeline {ctx.input_pipeline_id} has {count} examples, fewer than "
-                       f"one per-replica batch ({per_replica})")
-    ds = ds.map(_image_and_label(builder), num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda img, lbl: to_model_size(img, config), num_parallel_calls=AUTOTUNE)
+      raise DataError(f"Input pipeline {ctx.input_pipeline_id} has {count} train examples of "
+                      f"'{config.dataset}', fewer than one per-replica batch ({per_replica}); "
+                      "use a smaller config.batch_size.")
+    ds = ds.map(lambda example: to_model_size(example["image"], config),
+                num_parallel_calls=AUTOTUNE)
     cache, nbytes = _cache_decision(config, count)
     logging.info("Input pipeline %d/%d: %d train examples, %.1f MB at model size; %s.",
                  ctx.input_pipeline_id, ctx.num_input_pipelines, count, nbytes / 2**20,
@@ -173,17 +174,22 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
     def one_epoch(epoch):
       # The shuffle order of epoch e depends only on (seed, pipeline, e): resumable by position.
       seed = tf.constant(config.seed, tf.int64) * 1_000_003 + pipeline * 7_777 + epoch
-      shuffled = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
-      return shuffled.enumerate().map(
-          lambda i, img: normalize(img, _binarize_seed(config, pipeline, epoch, i), config),
-          num_parallel_calls=AUTOTUNE)
+      return ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 
     consumed = start_step * replicas_here * per_replica
     start_epoch, offset = divmod(consumed, count)
     out = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch)
-    out = out.skip(offset)
-    out = out.map(lambda x: {"image": x})
+    # Positions in this pipeline's stream, counted from its very start: a resumed run skips to
+    # the same position, and batches keep the same boundaries (consumed is a batch multiple).
+    out = out.enumerate(start=start_epoch * count).skip(offset)
     out = out.batch(per_replica, drop_remainder=True)
+    # Scaling and binarisation on whole batches (vectorised); the dynamic draw of a batch is
+    # seeded by the stream position of its first example.
+    out = out.map(
+        lambda positions, images: {
+            "image": normalize(images, _binarize_seed(config, pipeline, positions[0]), config)
+        },
+        num_parallel_calls=AUTOTUNE)
     return out.prefetch(AUTOTUNE)
 
   return dataset_fn
@@ -235,7 +241,7 @@ def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int):
     def prepare(i, image_label):
       image, label = image_label
       index = first + i
-      x = normalize(to_model_size(image, config), _binarize_seed(config, -1, 0, index), config)
+      x = normalize(to_model_size(image, config), _binarize_seed(config, -1, index), config)
       return {"image": x, "label": label, "mask": tf.constant(1.0), "eps": eval_noise(index, config),
               "index": tf.cast(index, tf.int64)}
 
@@ -259,6 +265,6 @@ def image_examples(builder, config: ml_collections.ConfigDict, n: int):
   ds = builder.as_dataset(split=f"{config.eval_split}[:{n}]", shuffle_files=False)
   ds = ds.map(_image_and_label(builder))
   ds = ds.enumerate().map(lambda i, il: (normalize(
-      to_model_size(il[0], config), _binarize_seed(config, -1, 0, i), config), il[1]))
+      to_model_size(il[0], config), _binarize_seed(config, -1, i), config), il[1]))
   images, labels = next(iter(ds.batch(n)))
   return images.numpy(), labels.numpy()
