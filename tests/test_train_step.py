@@ -8,7 +8,6 @@ from vae_dist import models, steps
 
 def _setup(config, strategy):
   tf.keras.utils.set_random_seed(config.seed)
-  tf.random.set_seed(None)
   with strategy.scope():
     model = models.VAE(config)
     optimizer = steps.create_optimizer(config, total_steps=100)

@@ -173,6 +173,9 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
 
     def one_epoch(epoch):
       # The shuffle order of epoch e depends only on (seed, pipeline, e): resumable by position.
+      # tf.data would also mix in TensorFlow's global seed (and with a global seed of 0 it cannot
+      # take a seed tensor at all); this function's graph drops it.
+      tf.compat.v1.get_default_graph().seed = None
       seed = tf.constant(config.seed, tf.int64) * 1_000_003 + pipeline * 7_777 + epoch
       return ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 

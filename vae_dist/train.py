@@ -89,12 +89,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for line in distribution.describe(config, strategy):
     logging.info(line)
   _set_precision(config)
-  # Python, NumPy and Keras seeds: the initial weights depend on config.seed only. TensorFlow's
-  # global seed is cleared again: nothing here uses stateful random ops (all noise is stateless,
-  # seeded from config.seed and the step), and with a global seed of 0 tf.data's shuffle cannot
-  # take the per-epoch seed tensor the input pipeline gives it.
+  # Python, NumPy, TensorFlow and Keras seeds: the initial weights depend on config.seed only.
+  # Everything random after that is stateless and seeded explicitly (noise, shuffle, binarising).
   tf.keras.utils.set_random_seed(config.seed)
-  tf.random.set_seed(None)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
 
