@@ -97,11 +97,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   builder = _load_data(config, strategy, chief)
   input_pipeline.check_splits(builder, config)
-  total_steps = total_train_steps(config, builder)
-  if total_steps <= 0:
-    raise TrainingError(f"config.num_epochs={config.num_epochs} with batch_size="
-                        f"{config.batch_size} gives no train step on "
-                        f"{builder.info.splits[config.train_split].num_examples} examples.")
+  total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
 
   if chief:
     tf.io.gfile.makedirs(workdir)
