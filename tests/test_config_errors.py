@@ -97,3 +97,20 @@ def test_missing_split_and_batch_larger_than_the_split(tmp_path):
     assert proc.returncode == 1 and expect in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not workdir.exists()
+
+
+def test_cartoon_config_without_its_archives_stops_with_where_to_get_them(tmp_path):
+  workdir = tmp_path / "run"
+  proc = cli.run_main("configs/cartoon.py:smoke", str(workdir),
+                      f"--config.manual_dir={tmp_path / 'downloads'}",
+                      f"--config.data_dir={tmp_path / 'tfds'}", timeout=120)
+  assert proc.returncode == 1
+  lines = proc.stderr.splitlines()
+  starts = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+  assert len(starts) == 1, proc.stderr[-2000:]
+  message = "\n".join(lines[starts[0]:])
+  assert message.startswith("error: Data set 'cartoon_set' (config '10k') was not found.")
+  assert "cartoonset10k.tgz" in message and "google.github.io/cartoonset" in message
+  assert str(tmp_path / "downloads") in message
+  assert "Traceback" not in proc.stderr
+  assert not workdir.exists()

@@ -8,7 +8,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -34,7 +33,6 @@ def main(argv):
   try:
     train.train_and_evaluate(config, workdir)
   except errors.VaeDistError as e:
-    logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
 
