@@ -338,7 +338,12 @@ FAKE_PYTHON = textwrap.dedent("""\
     """)
 
 
-def test_run_recreates_preempted_spot_tpu_and_deletes_on_exit(tmp_path):
+def _fake_cloud(tmp_path):
+  """A fake gcloud and remote python3 (stand-ins for Google's services) and a tiny repo.
+
+  Returns:
+    (state dir the fake gcloud records calls in, gcloud path, python path, repo dir, env).
+  """
   state = tmp_path / "gcloud_state"
   state.mkdir()
   gcloud = tmp_path / "gcloud"
@@ -350,9 +355,13 @@ def test_run_recreates_preempted_spot_tpu_and_deletes_on_exit(tmp_path):
   repo = tmp_path / "repo"
   repo.mkdir()
   (repo / "setup.py").write_text("# stand-in\n")
-  (repo / "argv_echo.py").write_text(ECHO_PROGRAM)
-
   env = dict(os.environ, FAKE_GCLOUD_DIR=str(state), TMPDIR=str(tmp_path))
+  return state, gcloud, python, repo, env
+
+
+def test_run_recreates_preempted_spot_tpu_and_deletes_on_exit(tmp_path):
+  state, gcloud, python, repo, env = _fake_cloud(tmp_path)
+  (repo / "argv_echo.py").write_text(ECHO_PROGRAM)
   hostile = HOSTILE_OVERRIDES[1]
   proc = subprocess.run(
       [sys.executable, LAUNCHER, "run", "--name=vae-spot", "--zone=z", "--accelerator_type=v4-8",
@@ -376,21 +385,10 @@ def test_run_recreates_preempted_spot_tpu_and_deletes_on_exit(tmp_path):
 
 
 def test_run_reports_training_failure_without_restarting(tmp_path):
-  state = tmp_path / "gcloud_state"
-  state.mkdir()
+  state, gcloud, python, repo, env = _fake_cloud(tmp_path)
   # Pretend the first TPU was already recreated once, so it is never "preempted".
   (state / "creates").write_text("1")
-  gcloud = tmp_path / "gcloud"
-  gcloud.write_text(FAKE_GCLOUD.format(python=sys.executable))
-  gcloud.chmod(0o755)
-  python = tmp_path / "python3"
-  python.write_text(FAKE_PYTHON.format(python=sys.executable))
-  python.chmod(0o755)
-  repo = tmp_path / "repo"
-  repo.mkdir()
-  (repo / "setup.py").write_text("# stand-in\n")
   (repo / "fails.py").write_text("import sys\nsys.exit(7)\n")
-  env = dict(os.environ, FAKE_GCLOUD_DIR=str(state), TMPDIR=str(tmp_path))
   proc = subprocess.run(
       [sys.executable, LAUNCHER, "run", "--name=vae-fail", "--zone=z", "--accelerator_type=v4-8",
        "--spot", "--max_restarts=3", "--poll_seconds=0.2", "--nofollow_logs",
