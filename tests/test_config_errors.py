@@ -71,13 +71,28 @@ def test_batch_that_does_not_divide_over_replicas_is_refused():
      "config.batch_size: 6 does not divide by the 4 replicas"),
     (["--config.latent_dim=0"], "config.latent_dim: must be a positive number"),
     (["--config.dataset=no_such_dataset_xyz"], "no_such_dataset_xyz"),
+    # Wrong types: refused by the flag parser, naming the override.
+    (["--config.batch_size=abc"], "error: flag --config.batch_size=abc: invalid literal for int"),
+    (["--config.learning_rate=fast"], "error: flag --config.learning_rate=fast: could not convert"),
+    (["--config.jit_compile=maybe"], "error: flag --config.jit_compile=maybe: ('Non-boolean"),
+    # Out of range.
+    (["--config.learning_rate=-0.1"], "config.learning_rate: must be a positive number"),
+    (["--config.image_size=30"], "config.image_size: 30 is not divisible by the product of "
+     "decoder.strides"),
+    (["--config.steps_per_loop=3"], "config.log_every_steps: 2 is not a multiple of "
+     "steps_per_loop=3"),
+    (["--config.skip_nonfinite_steps=-1"], "config.skip_nonfinite_steps:"),
+    (["--config.cluster_wait_seconds=0"], "config.cluster_wait_seconds: must be a positive"),
+    # A strategy with nothing to run on here.
+    (["--config.strategy=tpu"], "config.strategy: 'tpu' but no TPU is reachable"),
 ])
 def test_command_line_stops_before_training_and_writes_nothing(tmp_path, overrides, expect):
   workdir = tmp_path / "run"
   proc = cli.run_main("configs/mnist.py:smoke", str(workdir), f"--config.data_dir={tmp_path}",
                       *overrides, timeout=120)
   assert proc.returncode != 0
-  assert expect in proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and expect in errors[0], proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(workdir)
 

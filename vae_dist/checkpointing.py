@@ -16,7 +16,12 @@ How a step becomes committed depends on the filesystem:
   place at `<root>/<step>` and `commit_success.txt` is written last. Only marked steps count.
 
 A process killed mid-write therefore leaves either a temporary directory or an unmarked step;
-neither is ever listed as committed, and the chief removes them when its next manager starts.
+neither is ever listed as committed, and the chief removes them when its next manager starts. A
+write that fails (disk full, file size limit, ...) removes them itself and raises a
+CheckpointError naming the OS error and the latest committed step.
+
+A restore that fails because the model's shapes changed raises a CheckpointError listing the
+variables that differ (shape in the file vs in the model) and those missing on either side.
 
 Saving is asynchronous by default, and `save()` returns once the state is snapshotted, so the
 training loop may change the variables straight away. TF's own async checkpointing
@@ -33,6 +38,8 @@ twin with the public Checkpoint.write; its checkpoint keys and object graph are 
 checkpoint, so `Checkpoint.read` restores it like any other. States holding other kinds of
 saveable (a tf.data iterator, legacy optimizer slots, ...) are saved synchronously instead.
 """
+import dataclasses
+import errno
 import json
 import math
 import os
@@ -45,7 +52,9 @@ from typing import Any, Mapping, Optional
 
 from absl import logging
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from vae_dist.errors import CheckpointError
 from vae_dist.errors import ConfigError
 from vae_dist.errors import WorkdirError
 
@@ -62,6 +71,13 @@ _TMP_RE = re.compile(r"^\d+" + re.escape(TMP_SUFFIX))
 _SCRATCH_ROOT = "ram://vae_dist_checkpoint_scratch"
 # The attribute name under which TF saves a variable's value (trackable.VARIABLE_VALUE_KEY).
 _VARIABLE_VALUE_KEY = "VARIABLE_VALUE"
+# The checkpoint key of the serialised object graph, and the suffix of every value's key.
+_OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_VALUE_KEY_SUFFIX = "/.ATTRIBUTES/" + _VARIABLE_VALUE_KEY
+# How many variables an incompatible-checkpoint message names per category.
+_MAX_LISTED = 5
+# OS errors a full or limited disk gives, as they appear in TF's messages.
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def is_atomic_rename_filesystem(path: str) -> bool:
@@ -108,7 +124,7 @@ def read_metadata(step_dir: str) -> dict:
 
 
 def restore_checkpoint(prefix: str, checkpoint: tf.train.Checkpoint, *,
-                       expect_partial: bool = False):
+                       expect_partial: bool = False, advice: Optional[str] = None):
   """Restores `checkpoint` from a state prefix written by `CheckpointManager`.
 
   Args:
@@ -117,22 +133,153 @@ def restore_checkpoint(prefix: str, checkpoint: tf.train.Checkpoint, *,
       strategy, whatever strategy the checkpoint was saved with.
     expect_partial: silence the warnings about values in the file that `checkpoint` does not
       use (a weights-only restore into a Checkpoint holding only the model).
+    advice: what the user should do when the checkpoint holds a model of other shapes; ends
+      the CheckpointError's message (default: restore it into the model it was written from).
 
   Returns:
     The load status of `Checkpoint.read` (call `assert_consumed()` etc. on it).
 
   Raises:
-    WorkdirError: the checkpoint cannot be read or does not fit the objects in `checkpoint`.
+    CheckpointError: variables in the file have other shapes than those of `checkpoint` (the
+      message lists them).
+    WorkdirError: the checkpoint cannot be read for another reason.
   """
+  # Compared before reading: TF would fail half-way, on the first variable, naming it by an
+  # internal name, with some variables already overwritten and a warning per unread value.
+  differences = _differences(prefix, checkpoint, expect_partial)
+  if differences is not None and differences.shapes:
+    advice = advice or "Restore it into a model built from the config it was trained with."
+    raise CheckpointError(f"Cannot restore checkpoint {prefix}: it holds a model of other "
+                          f"shapes than this one. {differences.describe()} {advice}")
   try:
     status = checkpoint.read(prefix)
   except (tf.errors.OpError, ValueError) as e:
-    # A missing file, or shapes that do not match the model built from the config: the message
-    # is for the user, the chained exception keeps the details.
+    # A missing or corrupt file: the message is for the user, the chained exception keeps
+    # the details.
     raise WorkdirError(f"Cannot restore checkpoint {prefix}: {e}") from e
   if expect_partial:
     status.expect_partial()
   return status
+
+
+@dataclasses.dataclass
+class _Differences:
+  """How a checkpoint's variables differ from those of the objects it is restored into."""
+  shapes: list = dataclasses.field(default_factory=list)  # (name, key, file shape, model shape)
+  not_in_checkpoint: list = dataclasses.field(default_factory=list)  # names
+  not_in_model: list = dataclasses.field(default_factory=list)  # keys
+
+  def describe(self) -> str:
+    parts = [_listing(
+        f"{len({name for name, *_ in self.shapes})} variable(s) differ in shape",
+        [f"{name} {file_shape} in the checkpoint vs {model_shape} in the model (key {key})"
+         for name, key, file_shape, model_shape in self.shapes])]
+    if self.not_in_checkpoint:
+      parts.append(_listing(f"{len(self.not_in_checkpoint)} variable(s) of the model are not in "
+                            "the checkpoint", self.not_in_checkpoint))
+    if self.not_in_model:
+      parts.append(_listing(f"{len(self.not_in_model)} value(s) in the checkpoint are not in "
+                            "the model", self.not_in_model))
+    return " ".join(parts)
+
+
+def _listing(title: str, items: list) -> str:
+  listed = "; ".join(items[:_MAX_LISTED])
+  more = f"; and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+  return f"{title}: {listed}{more}."
+
+
+def _differences(prefix: str, checkpoint: tf.train.Checkpoint,
+                 expect_partial: bool) -> Optional[_Differences]:
+  """Compares the variables of `checkpoint` with the file's; None if that cannot be done.
+
+  Objects are matched the way Checkpoint.read matches them: along the object graph stored in
+  the file, by the names of the children, from the root down.
+  """
+  try:
+    return _compare(tf.train.load_checkpoint(prefix), checkpoint, expect_partial)
+  except Exception as e:  # pylint: disable=broad-except
+    # Only a better message is lost: Checkpoint.read reports a missing or corrupt file itself.
+    logging.debug("Cannot compare checkpoint %s with the model: %s", prefix, e)
+    return None
+
+
+def _compare(reader, checkpoint: tf.train.Checkpoint, expect_partial: bool) -> _Differences:
+  file_shapes = reader.get_variable_to_shape_map()
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor(_OBJECT_GRAPH_KEY))
+  found = _Differences()
+  visited_nodes = set()
+  for name, variable, nodes in _match_variables(checkpoint, graph):
+    visited_nodes.update(nodes)
+    keys = [key for key in (_value_key(graph, node) for node in nodes) if key in file_shapes]
+    if not keys:
+      found.not_in_checkpoint.append(name)
+    if not variable.shape.is_fully_defined():
+      continue  # Any shape may be restored into it.
+    for key in keys:
+      if list(file_shapes[key]) != variable.shape.as_list():
+        found.shapes.append((name, _short_key(key), list(file_shapes[key]),
+                             variable.shape.as_list()))
+  if not expect_partial:
+    found.not_in_model = [
+        _short_key(attr.checkpoint_key) for node_id, node in enumerate(graph.nodes)
+        if node_id not in visited_nodes for attr in node.attributes
+        if attr.name == _VARIABLE_VALUE_KEY]
+  return found
+
+
+def _match_variables(checkpoint: tf.train.Checkpoint, graph) -> list:
+  """Pairs each variable of `checkpoint` with the nodes of `graph` that Checkpoint.read gives it.
+
+  Returns:
+    [(readable name, tf.Variable, [node ids])]: a variable reachable along several paths (a
+    weight under the model and under the optimizer) gets the nodes of all of them, as the
+    restore assigns it from each; none when no path exists in the file. Depth first, in the
+    order of the children (the model before the optimizer), so that a message lists the
+    model's weights before their optimizer slots.
+  """
+  children = tf.train.TrackableView.children(checkpoint)
+  # Checkpoint(root=x) stores x's object graph, not the Checkpoint's own.
+  root = children.get("root", checkpoint)
+  variables = {}  # id -> [name, variable, node ids]; dicts keep the order of discovery.
+  walked = {(id(root), 0)}  # (object, node) pairs already expanded; graphs may share or loop.
+  pending = [(root, 0, "")]
+  while pending:
+    obj, node, path = pending.pop()
+    file_children = ({c.local_name: c.node_id for c in graph.nodes[node].children}
+                     if node is not None else {})
+    nested = []
+    for name, child in tf.train.TrackableView.children(obj).items():
+      child_path = f"{path}/{name}" if path else name
+      child_node = file_children.get(name)
+      variable = _as_tf_variable(child)
+      if variable is not None:
+        # A Keras variable knows its layer path ("encoder/dense/kernel"); others get the
+        # object-graph path ("step").
+        readable = getattr(child, "path", None)
+        entry = variables.setdefault(
+            id(child), [readable if isinstance(readable, str) else child_path, variable, []])
+        if child_node is not None and child_node not in entry[2]:
+          entry[2].append(child_node)
+      elif (id(child), child_node) not in walked:
+        walked.add((id(child), child_node))
+        nested.append((child, child_node, child_path))
+    pending.extend(reversed(nested))
+  return [tuple(entry) for entry in variables.values()]
+
+
+def _value_key(graph, node: Optional[int]) -> Optional[str]:
+  if node is None:
+    return None
+  for attr in graph.nodes[node].attributes:
+    if attr.name == _VARIABLE_VALUE_KEY:
+      return attr.checkpoint_key
+  return None
+
+
+def _short_key(key: str) -> str:
+  return key[:-len(_VALUE_KEY_SUFFIX)] if key.endswith(_VALUE_KEY_SUFFIX) else key
 
 
 def _committed_steps(root: str) -> list:
@@ -449,7 +596,8 @@ class CheckpointManager:
       The load status of `Checkpoint.read`.
 
     Raises:
-      WorkdirError: the step is not committed here, or cannot be restored into `checkpoint`.
+      CheckpointError: the step holds a model of other shapes than `checkpoint`.
+      WorkdirError: the step is not committed here, or cannot be read.
     """
     self.wait_until_finished()
     step = int(step)
@@ -458,7 +606,12 @@ class CheckpointManager:
       raise WorkdirError(
           f"No committed checkpoint for step {step} in {self._root} (committed: {steps}).")
     logging.info("Restoring checkpoint step %d from %s.", step, self.step_dir(step))
-    return restore_checkpoint(self.state_prefix(step), checkpoint, expect_partial=expect_partial)
+    # Resuming is the only use of a step of this root: the config changed since the run began.
+    advice = (f"Checkpoints in {self._root} are unchanged. To resume this run, set the config "
+              "back to the values it was started with; to train the changed model, start a new "
+              "--workdir.")
+    return restore_checkpoint(self.state_prefix(step), checkpoint,
+                              expect_partial=expect_partial, advice=advice)
 
   def resolve_restore_from(self, restore_from: str) -> str:
     """Turns a user's `restore_from` into a state checkpoint prefix.
@@ -529,12 +682,17 @@ class CheckpointManager:
 
     Raises:
       ConfigError: nothing restorable at `restore_from`.
-      WorkdirError: the checkpoint there cannot be restored into `checkpoint`.
+      CheckpointError: the checkpoint there holds a model of other shapes than `checkpoint`.
+      WorkdirError: the checkpoint there cannot be read.
     """
     self.wait_until_finished()
     prefix = self.resolve_restore_from(restore_from)
     logging.info("Restoring from %s%s.", prefix, " (partial)" if expect_partial else "")
-    restore_checkpoint(prefix, checkpoint, expect_partial=expect_partial)
+    advice = ("config.restore_from must be a checkpoint of the same model: set the model "
+              "fields of the config to those of the run that wrote it, or leave restore_from "
+              "empty (config.restore_weights_only does not help when shapes differ: it only "
+              "skips the optimizer state and the step).")
+    restore_checkpoint(prefix, checkpoint, expect_partial=expect_partial, advice=advice)
     return prefix
 
   # ---- saving ------------------------------------------------------------------------------------
@@ -656,8 +814,10 @@ class CheckpointManager:
     try:
       self._write_step(step, record, snapshot)
     except BaseException as e:  # pylint: disable=broad-except
-      # Kept for the training loop's next call; logged now in case that call never comes.
-      logging.error("Background save of checkpoint step %d failed: %s", step, e)
+      # Kept for the training loop's next call, whose message is the one the user reads;
+      # logged briefly now in case that call never comes.
+      logging.error("Background save of checkpoint step %d failed: %s", step,
+                    _reason(e)[0] if isinstance(e, CheckpointError) else e)
       self._saved_steps.discard(step)  # A failed step may be saved again.
       self._error = e
 
@@ -696,12 +856,36 @@ class CheckpointManager:
         with tf.io.gfile.GFile(_join(work_dir, COMMIT_MARKER_FILENAME), "w") as f:
           f.write(f"Checkpoint commit was successful to {final_dir}\n")
     except (tf.errors.OpError, OSError) as e:
-      raise WorkdirError(f"Could not write checkpoint step {step} to {final_dir}: {e}") from e
+      # Nothing half-written may stay behind looking like a save under way (or, without atomic
+      # rename, like a step that a marker could still commit).
+      _rmtree_quietly(work_dir)
+      raise CheckpointError(self._write_failure(step, e)) from e
     with self._metadata_lock:
       self._metadata_cache[step] = record
     logging.info("Committed checkpoint step %d to %s (%.2f s after save() was called).", step,
                  final_dir, record["commit_timestamp"] - record["start_timestamp"])
     self._apply_retention()
+
+  def _write_failure(self, step: int, error: Exception) -> str:
+    """The message for a failed commit: why, what is still safe, what to do."""
+    reason, out_of_space = _reason(error)
+    try:
+      steps = self.all_steps()
+    except WorkdirError:
+      steps = None
+    if steps:
+      kept = (f"Committed checkpoints are unchanged: the latest is step {steps[-1]}, where the "
+              "run resumes when started again.")
+    elif steps is not None:
+      kept = "No checkpoint of this run was committed before, so a restart begins anew."
+    else:
+      kept = "Committed checkpoints were not touched."
+    if out_of_space:
+      todo = ("Free some space there (or raise the disk quota or file size limit) and start "
+              "the run again.")
+    else:
+      todo = "Make sure the directory is writable and start the run again."
+    return (f"Could not save checkpoint step {step} in {self._root}: {reason}. {kept} {todo}")
 
   def _prepare_root(self) -> None:
     """Creates the root and removes what interrupted saves left behind (chief only)."""
@@ -777,6 +961,24 @@ class CheckpointManager:
     with self._metadata_lock:
       self._metadata_cache.pop(step, None)
     logging.info("Deleted old checkpoint %s.", step_dir)
+
+
+def _reason(error: BaseException) -> tuple:
+  """(the OS error in a failed write's message, whether it says the disk or a limit is full).
+
+  TF reports a failed write as "{{function_node ...}} <file>; File too large [Op:SaveV2]":
+  the user needs the last part, not the temporary file's name.
+  """
+  if isinstance(error, CheckpointError) and error.__cause__ is not None:
+    error = error.__cause__
+  text = error.message if isinstance(error, tf.errors.OpError) else str(error)
+  for code in _SPACE_ERRNOS:
+    if os.strerror(code) in text:
+      return os.strerror(code), True
+  if isinstance(error, OSError) and error.strerror:
+    return error.strerror, False
+  text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+  return re.sub(r"\s*\[Op:\w+\]\s*$", "", text).strip(), False
 
 
 def _check_complete(value: str, step_dir: str) -> None:

@@ -125,8 +125,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("warmup_steps", f"must be >= 0, got {config.warmup_steps}.")
   if config.grad_clip_norm < 0:
     raise ConfigError("grad_clip_norm", f"must be >= 0, got {config.grad_clip_norm}.")
+  skip = config.skip_nonfinite_steps
+  if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+    raise ConfigError("skip_nonfinite_steps", f"must be an integer >= 0 (0 stops at the first "
+                      f"NaN/Inf step, N skips up to N in a row), got {skip!r}.")
 
   _one_of(config, "strategy", STRATEGIES)
+  _positive(config, "cluster_wait_seconds")
   if config.num_cpu_devices < 0:
     raise ConfigError("num_cpu_devices", f"must be >= 0, got {config.num_cpu_devices}.")
   _one_of(config, "mixed_precision", ("none", "bfloat16", "float16"))

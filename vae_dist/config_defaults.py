@@ -85,11 +85,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.warmup_steps = 0
   c.weight_decay = 0.0
   c.grad_clip_norm = 0.0  # 0 disables clipping.
+  # A step whose loss or gradients are NaN/Inf: 0 stops the run there. N > 0 skips it (no update
+  # at all) and stops only at N consecutive ones, so a rare bad batch does not end a long run.
+  # mixed_precision='float16' ignores it: its loss scaling skips overflow steps itself.
+  c.skip_nonfinite_steps = 0
 
   # Distribution and speed.
   c.strategy = "auto"  # auto | default | one_device | mirrored | multi_worker_mirrored | tpu
   c.tpu = ""  # TPU name or grpc:// address; the --tpu flag overrides it.
   c.num_cpu_devices = 0  # > 1 splits the host CPU into that many logical devices.
+  # Multi-worker: how long a worker waits at start for all the others before it gives up.
+  c.cluster_wait_seconds = 600
   c.steps_per_loop = 100  # Train steps inside one tf.function call.
   c.jit_compile = True
   c.mixed_precision = "none"  # 'none' | 'bfloat16' | 'float16'

@@ -4,6 +4,7 @@ Everything else in the pipeline only sees the returned strategy.
 """
 import json
 import os
+import re
 
 from absl import logging
 import ml_collections
@@ -120,6 +121,59 @@ def _tpu_strategy(config):
   return tf.distribute.TPUStrategy(resolver)
 
 
+def _multi_worker_strategy(config):
+  """MultiWorkerMirroredStrategy that gives up, naming the other workers, instead of hanging.
+
+  The strategy's constructor waits until every worker has registered with the coordination
+  service, by default for an hour, silently. The service is configured here as the strategy
+  would configure it (it keeps a service it finds already set up), with config.cluster_wait_seconds
+  as the register timeout. After the start, the service's heartbeats abort the collectives when a
+  worker is lost, which train.py reports.
+  """
+  resolver = _cluster_resolver()
+  spec = resolver.cluster_spec()
+  if not spec.as_dict():
+    logging.warning("strategy='multi_worker_mirrored' without TF_CONFIG: one worker.")
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+  # pylint: disable=g-import-not-at-top
+  from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+  from tensorflow.python.distribute import multi_worker_util
+  from tensorflow.python.eager import context
+  # pylint: enable=g-import-not-at-top
+  jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+          for job in ("chief", "worker") if job in spec.jobs]
+  context.context().configure_coordination_service(
+      service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+      coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(config.cluster_wait_seconds * 1000))
+  # Without the barrier the timeout only bounds each agent's own connection, and the leader
+  # waits for the missing workers forever.
+  context.context().coordination_service.cluster_register_with_barrier = True
+  me = f"{resolver.task_type} {resolver.task_id}"
+  addresses = {(job, i): address for job, tasks in spec.as_dict().items()
+               for i, address in enumerate(tasks)}
+  others = [f"{job} {i} at {address}" for (job, i), address in sorted(addresses.items())
+            if (job, i) != (resolver.task_type, resolver.task_id)]
+  logging.info("Worker %s: waiting up to %d s for %s.", me, config.cluster_wait_seconds,
+               ", ".join(others))
+  try:
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+  except (tf.errors.OpError, RuntimeError) as e:
+    text = getattr(e, "message", "") or str(e)
+    # TensorFlow lists the workers that never reached its start barrier after these words.
+    names = r"/job:[\w-]+/replica:\d+/task:\d+"
+    late = re.search(rf"timed out task names:((?:\s|\\n|,)*(?:{names}(?:\s|\\n|,)*)+)", text)
+    late = late.group(1) if late else ""
+    missing = sorted({(job, int(i)) for job, i in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)",
+                                                             late)})
+    who = ", ".join(f"{job} {i} at {addresses.get((job, i), '?')}" for job, i in missing)
+    raise ConfigError(
+        "cluster_wait_seconds",
+        f"worker {me} waited {config.cluster_wait_seconds} s for the cluster in TF_CONFIG and "
+        f"{'these workers did not come up: ' + who if who else 'it did not form: ' + ', '.join(others)}"
+        ". Start every worker with the same TF_CONFIG cluster (launch/multiworker.py does), or "
+        "wait longer with a larger value.") from None
+
+
 def create_strategy(config: ml_collections.ConfigDict) -> tf.distribute.Strategy:
   """The strategy config.strategy names; call configure_host_devices first.
 
@@ -136,10 +190,7 @@ def create_strategy(config: ml_collections.ConfigDict) -> tf.distribute.Strategy
   if name == "mirrored":
     return mirrored_strategy(config)
   if name == "multi_worker_mirrored":
-    resolver = _cluster_resolver()
-    if not resolver.cluster_spec().as_dict():
-      logging.warning("strategy='multi_worker_mirrored' without TF_CONFIG: one worker.")
-    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    return _multi_worker_strategy(config)
   raise ConfigError("strategy", f"unknown strategy {name!r}.")
 
 

@@ -1,8 +1,17 @@
 """Errors that end a run with one message meant for the user, not a traceback.
 
-`main` catches `VaeDistError`, logs its message and exits non-zero; everything else is a bug and
+`main` catches `VaeDistError`, logs its message and exits non-zero; so it does for a write that
+fails because storage is full or read-only (describe_storage_failure). Everything else is a bug and
 keeps its traceback.
 """
+import errno
+from typing import Optional
+
+# What a full disk, a quota, a read-only mount or missing permissions look like, as errno values
+# (OSError) and as the words TensorFlow's file system layer puts in its messages (OpError).
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+_STORAGE_WORDS = ("No space left", "File too large", "Disk quota", "Read-only file system",
+                  "Permission denied")
 
 
 class VaeDistError(Exception):
@@ -25,5 +34,26 @@ class WorkdirError(VaeDistError):
   """The workdir cannot be used (not writable, locked by another run, ...)."""
 
 
+class CheckpointError(WorkdirError):
+  """A checkpoint cannot be written (disk full, ...) or does not fit the model being restored."""
+
+
 class TrainingError(VaeDistError):
   """Training cannot go on (for example a non-finite loss)."""
+
+
+def describe_storage_failure(error: BaseException) -> Optional[str]:
+  """The user's message when `error` is a write refused by storage (full, read-only, ...), else None.
+
+  Such a failure can hit any file of a run (metrics, event files, checkpoints); what the user
+  must know is the same each time: what failed, that committed checkpoints are intact, what to do.
+  """
+  text = getattr(error, "message", None) or str(error)
+  if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+    what = f"{error.filename}: {error.strerror}" if error.filename else text
+  elif any(word in text for word in _STORAGE_WORDS) and not isinstance(error, VaeDistError):
+    what = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+  else:
+    return None
+  return (f"a write failed ({what}). Committed checkpoints are unchanged; free space or fix "
+          "the permissions, then start the same command again to resume.")

@@ -35,6 +35,12 @@ def main(argv):
   except errors.VaeDistError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
+  except Exception as e:  # pylint: disable=broad-except
+    message = errors.describe_storage_failure(e)
+    if message is None:
+      raise  # A bug: keep the traceback.
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 def _parse_flags(argv):

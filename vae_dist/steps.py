@@ -11,7 +11,7 @@ from vae_dist import objective
 
 keras = tf.keras
 
-TRAIN_SUMS = ("loss", "recon", "kl", "elbo", "examples", "grad_norm", "steps")
+TRAIN_SUMS = ("loss", "recon", "kl", "elbo", "examples", "grad_norm", "steps", "skipped")
 
 
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int):
@@ -83,6 +83,14 @@ class MetricSums:
       v.assign(tf.zeros_like(v.read_value()))
 
 
+def _replica_local_int(value: int, name: str) -> tf.Variable:
+  """An int64 scalar that each replica updates on its own copy; reads give the first replica's."""
+  return tf.Variable(
+      tf.constant(value, tf.int64), trainable=False,
+      synchronization=tf.VariableSynchronization.ON_READ,
+      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name=name)
+
+
 def noise_for_replica(seed: int, step, global_batch: int, latent_dim: int):
   """This replica's slice of the step's global-batch noise.
 
@@ -135,6 +143,17 @@ class Trainer:
       self.first_nonfinite_step = tf.Variable(
           tf.constant(-1, tf.int64), trainable=False,
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name="first_nonfinite_step")
+      # config.skip_nonfinite_steps: the current run of non-finite steps, the steps skipped so
+      # far, and the step that ended a run of skip_limit of them (-1: none yet). Every replica
+      # computes the same values from all-reduced numbers, so replica-local copies stay equal
+      # without a cross-replica sync per step.
+      self.nonfinite_streak = _replica_local_int(0, "nonfinite_streak")
+      self.skipped_steps = _replica_local_int(0, "skipped_steps")
+      self.skip_stop_step = _replica_local_int(-1, "skip_stop_step")
+    self._loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    # float16's LossScaleOptimizer skips overflow steps itself (and halves its scale).
+    self.skip_limit = 0 if self._loss_scaled else config.skip_nonfinite_steps
+    self._skipped_reported = 0
 
     num_replicas = strategy.num_replicas_in_sync
     # XLA: the whole replica step on one replica; with several replicas the all-reduce and the
@@ -166,7 +185,7 @@ class Trainer:
       # sum the gradient is the mean over the global batch, whatever the replica count.
       loss = tf.reduce_sum(per_example) / self.global_batch
       scaled = loss
-      if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+      if self._loss_scaled:
         scaled = self.optimizer.scale_loss(loss)
     grads = tape.gradient(scaled, model.trainable_variables)
     sums = {
@@ -188,31 +207,89 @@ class Trainer:
     ctx = tf.distribute.get_replica_context()
     grads, sums = self._grads_fn(images, eps, beta)
     # Reduce the gradients here rather than inside the optimizer so the norm, the clipping and
-    # the finiteness check see the global-batch gradient.
-    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    # the finiteness check see the global-batch gradient. The loss rides along so that the check
+    # sees the global loss too (one replica's NaN loss need not show in the gradients).
+    *grads, loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [*grads, sums["loss"]])
     norm = tf.linalg.global_norm(grads)
-    if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+    if self._loss_scaled:
       norm = norm / tf.cast(self.optimizer.dynamic_scale, norm.dtype)
     elif config.grad_clip_norm > 0:
       grads, _ = tf.clip_by_global_norm(grads, config.grad_clip_norm, use_norm=norm)
-    # The reduced gradient is the same on every replica, so every replica takes the same view.
-    finite = tf.math.is_finite(norm)
+    # Computed from reduced values only, so every replica takes the same view.
+    finite = tf.logical_and(tf.math.is_finite(norm), tf.math.is_finite(loss))
     # The Keras optimizer sums gradients over replicas once more; hand it each replica's share of
     # the already-reduced sum so that second sum restores it (public API only, no private hooks).
     share = 1.0 / ctx.num_replicas_in_sync
-    self.optimizer.apply([g * share for g in grads], self.model.trainable_variables)
+    self._apply(ctx, [g * share for g in grads], finite)
     # Replica-identical values are added as shares so that the sum over replicas counts them once.
     sums["grad_norm"] = norm * share
     sums["examples"] = tf.cast(tf.shape(images)[0], tf.float32)
     sums["steps"] = share
+    if self.skip_limit:
+      # A skipped step's NaN must not poison the logged means: it is left out of every sum.
+      sums = {name: tf.where(finite, value, tf.zeros_like(value)) for name, value in sums.items()}
+      sums["skipped"] = tf.where(finite, 0.0, share)
     self.train_sums.add(sums)
-    if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-      # float16 overflow is expected and handled by the loss scale; anything else stops the run.
+    if not self._loss_scaled:
+      # float16 overflow is expected and handled by the loss scale; anything else is recorded.
       self._record_nonfinite(finite, step)
+
+  def _apply(self, ctx, grads, finite):
+    """The optimizer update; with skip_limit, none at all when `finite` is False."""
+    variables = self.model.trainable_variables
+
+    def apply(grads):
+      self.optimizer.apply(grads, variables)
+
+    if not self.skip_limit:
+      apply(grads)
+      return
+    # A real skip: weights, slots and the optimizer's iteration count stay as they are (zero
+    # gradients would not do: Adam's momentum would still move the weights). `finite` is the
+    # same on every replica, so all replicas take the same branch.
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+      tf.cond(finite, lambda: apply(grads), lambda: None)
+      return
+
+    # Mirrored and one-device strategies update variables through merge_call, which a cond
+    # branch in replica context cannot hold: branch in cross-replica context and run the update
+    # per replica from there, as Keras's LossScaleOptimizer does.
+    def cross_replica(strategy, finite, grads):
+      first = strategy.experimental_local_results(finite)[0]
+      tf.cond(first,
+              lambda: strategy.extended.call_for_each_replica(apply, args=(grads,)),
+              lambda: None)
+
+    ctx.merge_call(cross_replica, args=(finite, grads))
 
   def _record_nonfinite(self, finite, step):
     bad = tf.logical_and(tf.logical_not(finite), self.first_nonfinite_step < 0)
     self.first_nonfinite_step.assign(tf.where(bad, step, self.first_nonfinite_step))
+    if not self.skip_limit:
+      return
+    zero = tf.constant(0, tf.int64)
+    streak = tf.where(finite, zero, self.nonfinite_streak + 1)
+    self.nonfinite_streak.assign(streak)
+    self.skipped_steps.assign_add(tf.where(finite, zero, 1))
+    stop = tf.logical_and(streak >= self.skip_limit, self.skip_stop_step < 0)
+    self.skip_stop_step.assign(tf.where(stop, step, self.skip_stop_step))
+
+  def nonfinite_stop_step(self) -> int:
+    """The step at which non-finite values end the run, or -1; read between host loops.
+
+    The first non-finite step when skip_limit is 0, else the last of skip_limit consecutive ones.
+    """
+    if not self.skip_limit:
+      return int(self.first_nonfinite_step.numpy())
+    return int(self.skip_stop_step.numpy())
+
+  def new_skipped_steps(self) -> int:
+    """Steps skipped since the previous call; read between host loops."""
+    if not self.skip_limit:
+      return 0
+    total = int(self.skipped_steps.numpy())
+    new, self._skipped_reported = total - self._skipped_reported, total
+    return new
 
   def _train_loop(self, iterator, num_steps):
     for _ in tf.range(num_steps):
@@ -260,11 +337,17 @@ class Trainer:
     n = max(float(s["examples"]), 1.0)
     steps = max(float(s["steps"]), 1e-9)
     self.train_sums.reset()
-    return {
+    metrics = {
         "train/loss": float(s["loss"]) / n,
         "train/recon": float(s["recon"]) / n,
         "train/kl": float(s["kl"]) / n,
         "train/elbo": float(s["elbo"]) / n,
         "train/grad_norm": float(s["grad_norm"]) / steps,
-    }, s["kl_per_dim"] / n
+    }
+    if self.skip_limit:
+      # Sums of replica shares: round away the float error of 1/num_replicas.
+      metrics["train/skipped_steps"] = float(round(float(s["skipped"])))
+      if s["examples"] == 0:  # Every step since the last log point was skipped: no mean exists.
+        metrics.update({name: float("nan") for name in metrics if name != "train/skipped_steps"})
+    return metrics, s["kl_per_dim"] / n
 

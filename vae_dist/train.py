@@ -6,6 +6,7 @@ before the workdir is touched or a step is traced.
 import hashlib
 import json
 import os
+import re
 import signal
 import time
 
@@ -23,7 +24,10 @@ from vae_dist import input_pipeline
 from vae_dist import models
 from vae_dist import run_summaries
 from vae_dist import steps
+from vae_dist import workdir_lock
+from vae_dist.errors import CheckpointError
 from vae_dist.errors import TrainingError
+from vae_dist.errors import WorkdirError
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
@@ -97,12 +101,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   builder = _load_data(config, strategy, chief)
   input_pipeline.check_splits(builder, config)
-  total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
+  lock = _lock_workdir(workdir, strategy, chief)
+  try:
+    return _train(config, workdir, strategy, chief, builder)
+  finally:
+    if lock is not None:
+      lock.release()
 
+
+def _lock_workdir(workdir, strategy, chief):
+  """The chief takes the workdir's lock; in a multi-worker run every worker learns if it failed.
+
+  Without the shared answer the other workers would wait forever at their first collective.
+  """
+  lock, error = None, None
   if chief:
-    tf.io.gfile.makedirs(workdir)
-    fileio.write_text_atomic(os.path.join(workdir, "config.json"),
-                             config.to_json_best_effort(indent=2, sort_keys=True))
+    lock = workdir_lock.WorkdirLock(workdir)
+    try:
+      lock.acquire()
+    except WorkdirError as e:
+      lock, error = None, e
+  if distribution.num_input_pipelines(strategy) > 1:
+    if distribution.sum_over_workers(strategy, float(error is not None)) > 0 and error is None:
+      error = WorkdirError(f"the chief could not take the workdir {workdir}; its log says why.")
+  if error is not None:
+    raise error
+  return lock
+
+
+def _train(config, workdir, strategy, chief, builder) -> dict:
+  """The run itself, once the config, devices, data and workdir are known to be usable."""
+  total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
 
   with strategy.scope():
     model = models.VAE(config)
@@ -120,7 +149,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       keep_every_steps=config.keep_every_steps,
       keep_best=config.keep_best,
       is_chief=chief)
-  _restore(config, manager, checkpoint, model)
+  config_path = os.path.join(workdir, "config.json")
+  try:
+    _restore(config, manager, checkpoint, model)
+  except CheckpointError as e:
+    raise CheckpointError(f"{e}{_changed_fields(config_path, config)}") from None
+  # Written once the checkpoint is known to fit, so that a refused restart leaves the config of
+  # the run that wrote the checkpoints in place.
+  if chief:
+    fileio.write_text_atomic(config_path, config.to_json_best_effort(indent=2, sort_keys=True))
   start_step = int(step.numpy())
 
   num_pipelines = distribution.num_input_pipelines(strategy)
@@ -162,7 +199,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       trainer.train_loop(train_iter, tf.constant(n, tf.int32))
       current = int(step.numpy())  # The only host sync of a loop.
       timer.stop(current, n)
-      bad = int(trainer.first_nonfinite_step.numpy())
+      # Non-finite steps: with config.skip_nonfinite_steps they are skipped and reported, and
+      # the run stops only at that many in a row; with 0, at the first one.
+      skipped = trainer.new_skipped_steps()
+      if skipped:
+        logging.warning("Skipped %d non-finite steps up to step %d.", skipped, current)
+      bad = trainer.nonfinite_stop_step()
+      if bad >= 0 and trainer.skip_limit:
+        raise TrainingError(
+            f"the loss or its gradients were NaN or Inf at {trainer.skip_limit} consecutive "
+            f"steps, the last at step {bad}; all {trainer.skip_limit} were skipped "
+            f"(config.skip_nonfinite_steps={trainer.skip_limit}) and training did not recover "
+            "(the weights may no longer be finite); stopping. Checkpoints already committed are "
+            "unchanged; lower config.learning_rate or set config.grad_clip_norm and start again.")
       if bad >= 0:
         raise TrainingError(
             f"the loss or its gradients became NaN or Inf at step {bad}; stopping. Checkpoints "
@@ -193,13 +242,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         break
     if last_eval_step != current:  # A run resumed at its last step: report where it is.
       eval_metrics, _ = trainer.evaluate(eval_data, eval_steps)
+  except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
+    if num_pipelines == 1:
+      raise
+    # TensorFlow's health check aborted the collectives: another worker is gone.
+    latest = manager.latest_step()
+    raise TrainingError(
+        f"lost contact with {_lost_worker_detail(e)} near step {current}. Committed "
+        f"checkpoints are unchanged (latest: step {latest}); start every worker again to "
+        "resume.") from None
   finally:
-    manager.wait_until_finished()
-    preemption.uninstall()
-    summaries.close(timer.train_seconds)
+    try:
+      manager.wait_until_finished()  # Raises if the last save failed (a full disk, ...).
+    finally:
+      preemption.uninstall()
+      summaries.close(timer.train_seconds)
   if chief:
     _report(workdir, eval_metrics, current, total_steps)
   return eval_metrics
+
+
+def _changed_fields(config_path, config) -> str:
+  """' Config fields changed since the run started: a 1 -> 2.' from its config.json, or ''."""
+  try:
+    with tf.io.gfile.GFile(config_path) as f:
+      before = json.load(f)
+  except (tf.errors.OpError, ValueError):
+    return ""
+  now = json.loads(config.to_json_best_effort(sort_keys=True))
+
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+  before, now = flat(before), flat(now)
+  changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+             if before.get(k) != now.get(k)]
+  if not changed:
+    return ""
+  return f" Config fields changed since the run that wrote it: {', '.join(changed)}."
+
+
+def _lost_worker_detail(error) -> str:
+  """Which worker and why, from the collective's error text (gRPC details or the health check)."""
+  text = getattr(error, "message", "") or str(error)
+  peer = re.search(
+      r"(?:remote target|check alive failed,) (/job:[\w-]+/replica:\d+/task:\d+)", text)
+  why = re.search(r'grpc_message:"([^"]+)"', text)
+  detail = f"worker {peer.group(1)}" if peer else "another worker"
+  return detail + (f" ({why.group(1)})" if why else "")
 
 
 def _load_data(config, strategy, chief):

@@ -137,12 +137,16 @@ def restore_weights(model: models.VAE, workdir: str, step: int) -> str:
     The checkpoint prefix read.
 
   Raises:
-    WorkdirError: the checkpoint cannot be read or does not fit the model built from the
+    CheckpointError: the checkpoint holds a model of other shapes than the one built from the
       config (for example a config.json edited after training).
+    WorkdirError: the checkpoint cannot be read or lacks some of the model's weights.
   """
   prefix = state_prefix(workdir, step)
+  # The tools build the model from the run's own config.json, so a mismatch means it changed.
+  advice = (f"The model was built from {os.path.join(workdir, CONFIG_FILENAME)}: put back the "
+            "model fields the run was trained with.")
   status = checkpointing.restore_checkpoint(prefix, tf.train.Checkpoint(model=model),
-                                            expect_partial=True)
+                                            expect_partial=True, advice=advice)
   try:
     # Every variable of the model must come from the file; the optimizer's may be left over.
     status.assert_existing_objects_matched()
