@@ -9,6 +9,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from vae_dist import fileio
+
 
 def _is_local(path: str) -> bool:
   return "://" not in path or path.startswith("file://")
@@ -38,6 +40,28 @@ class MetricWriter:
       if tf.io.gfile.exists(self.jsonl_path):
         with tf.io.gfile.GFile(self.jsonl_path) as f:
           self._lines = f.read().splitlines()
+
+  def forget_after(self, step: int) -> None:
+    """Drops metrics.jsonl lines after `step`, where a resumed run starts again.
+
+    A run killed after its last checkpoint logged steps that the resumed run logs once more; a
+    line cut short by the kill is dropped too. The file is replaced whole, atomically.
+    """
+    if not self.enabled or not tf.io.gfile.exists(self.jsonl_path):
+      return
+    with tf.io.gfile.GFile(self.jsonl_path) as f:
+      lines = f.read().splitlines()
+    kept = []
+    for line in lines:
+      try:
+        if json.loads(line)["step"] <= step:
+          kept.append(line)
+      except (ValueError, KeyError, TypeError):
+        pass
+    if len(kept) != len(lines):
+      fileio.write_text_atomic(self.jsonl_path, "".join(k + "\n" for k in kept))
+    if self._lines is not None:
+      self._lines = kept
 
   @staticmethod
   def _run_of(tag: str) -> str:

@@ -105,7 +105,10 @@ class RunSummaries:
   @_timed
   def start(self, start_step: int, train_graph) -> None:
     """Config text, train-step graph and hyperparameters, once per run (not on resume)."""
-    if start_step > 0 or not self.chief:
+    if not self.chief:
+      return
+    if start_step > 0:
+      self.writer.forget_after(start_step)
       return
     config = self.config
     self.writer.write_text(0, {"config": "```\n" + config.to_json_best_effort(indent=2) +
