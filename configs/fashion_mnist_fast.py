@@ -25,19 +25,7 @@ def get_config(arg=None):
   c = config_defaults.base_config()
   c.name = "fashion_mnist_fast"
   c.dataset = "fashion_mnist"
-  c.image_size = 28
-  c.channels = 1
-  c.binarize = "static"
-  c.latent_dim = 2
-  c.encoder = config_defaults.conv_stack(
-      filters=[32, 64], kernel_sizes=[3, 3], strides=[2, 2], padding="valid", norm="none",
-      activation="relu")
-  c.decoder = config_defaults.conv_stack(
-      filters=[64, 32, 1], kernel_sizes=[3, 3, 3], strides=[2, 2, 1], padding="same",
-      norm="none", activation="relu")
-  c.decoder.initial_channels = 32
-  c.decoder.dense_activation = "relu"
-  c.likelihood = "bernoulli"
+  config_defaults.tutorial_model(c)
   c.batch_size = 128
   c.eval_batch_size = 2000
   c.optimizer = "adam"

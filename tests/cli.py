@@ -37,3 +37,21 @@ def data_flags(idx_dir, data_dir):
 def read_metrics(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]
+
+
+def prepared_idx_data(root, *, seed, num_train=96, num_test=20):
+  """Data flags for a tiny Fashion-MNIST in IDX files under `root`, its TFDS copy prepared.
+
+  Preparing takes a few seconds; doing it here, with a 2-step run of the real command, keeps it
+  out of tests that time or kill what they run.
+  """
+  import datagen  # pylint: disable=g-import-not-at-top
+  datagen.write_idx_dataset(os.path.join(root, "idx"), num_train=num_train, num_test=num_test,
+                            seed=seed)
+  flags = data_flags(os.path.join(root, "idx"), os.path.join(root, "tfds"))
+  proc = run_main("configs/mnist.py:smoke", os.path.join(root, "warmup"),
+                  "--config.dataset=fashion_mnist", *flags, "--config.num_train_steps=2",
+                  "--config.steps_per_loop=2", "--config.log_every_steps=2",
+                  "--config.eval_every_steps=2", "--config.checkpoint_every_steps=2")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return flags

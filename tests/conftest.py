@@ -41,3 +41,16 @@ def mirrored(n: int) -> tf.distribute.MirroredStrategy:
 @pytest.fixture
 def repo_root():
   return ROOT
+
+
+def build_trainer(config, strategy):
+  """A steps.Trainer as train.py builds it (optimizer built in the scope), seeded by the config."""
+  from vae_dist import models, steps  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(config.seed)
+  with strategy.scope():
+    model = models.VAE(config)
+    optimizer = steps.create_optimizer(config, total_steps=100)
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False)
+  return steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer,
+                       step=step)

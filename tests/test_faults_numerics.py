@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import cli
 import datagen
-from conftest import load_config, mirrored
+from conftest import build_trainer, load_config, mirrored
 from vae_dist import checkpointing, config_checks, models, steps
 from vae_dist.errors import ConfigError
 
@@ -28,17 +28,6 @@ def test_bad_skip_value_names_the_field(value):
 
 
 # ---- Trainer -------------------------------------------------------------------------------------
-
-
-def _trainer(config, strategy):
-  tf.keras.utils.set_random_seed(config.seed)
-  with strategy.scope():
-    model = models.VAE(config)
-    optimizer = steps.create_optimizer(config, total_steps=100)
-    optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False)
-  return steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer,
-                       step=step)
 
 
 def _stream(config, strategy, num_batches, nan_batches):
@@ -75,7 +64,7 @@ def test_skipped_step_changes_nothing_and_training_goes_on(replicas):
   config.skip_nonfinite_steps = 2
   config.jit_compile = True
   strategy = tf.distribute.get_strategy() if replicas == 1 else mirrored(replicas)
-  trainer = _trainer(config, strategy)
+  trainer = build_trainer(config, strategy)
   # The paths of Trainer.__init__: whole step under XLA on one replica, loss and grads on two.
   assert trainer._jit_whole_step == (replicas == 1)  # pylint: disable=protected-access
   assert trainer._jit_grads == (replicas == 2)  # pylint: disable=protected-access
@@ -116,7 +105,7 @@ def test_without_skipping_the_first_nonfinite_step_is_recorded():
   assert config.skip_nonfinite_steps == 0
   config.jit_compile = False  # The XLA path is exercised above; this saves a compile.
   strategy = tf.distribute.get_strategy()
-  trainer = _trainer(config, strategy)
+  trainer = build_trainer(config, strategy)
   trainer.train_loop(_stream(config, strategy, num_batches=5, nan_batches=(2, 3)),
                      tf.constant(5))
   assert int(trainer.first_nonfinite_step.numpy()) == 2

@@ -15,7 +15,6 @@ import pytest
 import tensorflow as tf
 
 import cli
-import datagen
 from vae_dist import workdir_lock
 from vae_dist.errors import WorkdirError
 
@@ -25,16 +24,7 @@ BASE = ["--config.dataset=fashion_mnist", "--config.eval_num_examples=-1",
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-  root = tmp_path_factory.mktemp("data")
-  datagen.write_idx_dataset(root / "idx", num_train=96, num_test=20, seed=9)
-  flags = cli.data_flags(str(root / "idx"), str(root / "tfds"))
-  # Prepared once, so that the timing of the tests below does not include it.
-  proc = cli.run_main("configs/mnist.py:smoke", str(root / "warmup"), *BASE, *flags,
-                      "--config.num_train_steps=2", "--config.steps_per_loop=2",
-                      "--config.log_every_steps=2", "--config.eval_every_steps=2",
-                      "--config.checkpoint_every_steps=2")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  return flags
+  return cli.prepared_idx_data(str(tmp_path_factory.mktemp("data")), seed=9)
 
 
 def _error_lines(stderr):

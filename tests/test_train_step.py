@@ -2,20 +2,7 @@
 import numpy as np
 import tensorflow as tf
 
-from conftest import load_config, mirrored
-from vae_dist import models, steps
-
-
-def _setup(config, strategy):
-  tf.keras.utils.set_random_seed(config.seed)
-  with strategy.scope():
-    model = models.VAE(config)
-    optimizer = steps.create_optimizer(config, total_steps=100)
-    optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False)
-  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer,
-                          step=step)
-  return trainer
+from conftest import build_trainer, load_config, mirrored
 
 
 def _fixed_batches(strategy, images):
@@ -50,7 +37,7 @@ def test_one_step_on_one_and_two_replicas_gives_the_same_weights():
   images = _images(config, 8)
   results = []
   for strategy in (tf.distribute.get_strategy(), mirrored(2)):
-    trainer = _setup(config, strategy)
+    trainer = build_trainer(config, strategy)
     before = _weights(trainer.model)
     trainer.train_loop(_fixed_batches(strategy, images), tf.constant(1))
     results.append((before, _weights(trainer.model), trainer.read_train_metrics()[0]))
@@ -67,7 +54,7 @@ def test_one_step_on_one_and_two_replicas_gives_the_same_weights():
 
 
 def _losses_over_fixed_batch(config, strategy, loops=6, per_loop=5):
-  trainer = _setup(config, strategy)
+  trainer = build_trainer(config, strategy)
   it = _fixed_batches(strategy, _images(config, config.batch_size, seed=3))
   losses = []
   for _ in range(loops):
@@ -96,7 +83,7 @@ def test_loss_falls_with_batchnorm_on_four_replicas():
 
 def test_nonfinite_gradients_are_recorded_with_their_step():
   config = load_config("mnist", "smoke")
-  trainer = _setup(config, tf.distribute.get_strategy())
+  trainer = build_trainer(config, tf.distribute.get_strategy())
   images = _images(config, config.batch_size)
   it = _fixed_batches(tf.distribute.get_strategy(), images)
   trainer.train_loop(it, tf.constant(2))
