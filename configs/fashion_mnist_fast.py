@@ -6,14 +6,15 @@ Same model and objective as configs/mnist.py with --config.dataset=fashion_mnist
 CVAE tutorial: conv 32/64 stride 2, dense to 2 x latent, dense 7x7x32 then transposed convs
 64/32/1, latent 2, static binarisation at 0.5, Bernoulli likelihood); only the training differs:
 
-- Batch 128 instead of 32: TensorFlow's convolutions do 1.3x more images per second at 128 on a
-  2-core CPU (python -m vae_dist.benchmark), and the larger batch takes a larger step.
+- Batch 128 instead of 32: 1.38x more images per second on a 2-core CPU (2,711 vs 1,968 with
+  jit_compile=False, benchmarks/results/mnist_full.json), and the larger batch takes a larger
+  step.
 - Adam at 8e-3 instead of a constant 1e-4: 100 warm-up steps, then a cosine decay to zero. The
   high rate does the early progress, the decay lands it: -191.9 nats after 702 steps (1.5
   epochs), where the tutorial's recipe reaches about -194 after 18,750 steps (10 epochs).
   Rates of 6e-3 to 1e-2 and seeds 0 and 1 all ended between -191.2 and -192.4.
 - jit_compile=False: on CPU, XLA's convolutions are slower than TensorFlow's own (oneDNN) ones
-  at this batch (the benchmark measures the XLA step at about 0.7x); the host loop stays.
+  at this batch (1,937 images/s with XLA, 0.71x); the host loop stays.
 - One evaluation at the end, in batches of 2,000; no image or scatter summaries; one checkpoint.
 
 BUILD_NOTES.md has the side-by-side times.
