@@ -121,9 +121,10 @@ class RunSummaries:
 
   @_timed
   def train(self, step: int, metrics: dict, kl_dims, eta: str) -> None:
+    nan = float("nan")  # Absent when every step since the last log point was skipped.
     logging.info("step %d/%d: loss %.3f, recon %.3f, kl %.3f, %.1f examples/s, ETA %s", step,
-                 self.total_steps, metrics["train/loss"], metrics["train/recon"],
-                 metrics["train/kl"], metrics["train/examples_per_sec"], eta)
+                 self.total_steps, metrics.get("train/loss", nan), metrics.get("train/recon", nan),
+                 metrics.get("train/kl", nan), metrics["train/examples_per_sec"], eta)
     metrics = dict(metrics, **{"train/active_units": float((kl_dims > 0.01).sum())})
     self.writer.write_scalars(step, metrics)
     self.writer.write_histograms(step, {"train/kl_per_latent_dim": kl_dims})

@@ -347,7 +347,9 @@ class Trainer:
     if self.skip_limit:
       # Sums of replica shares: round away the float error of 1/num_replicas.
       metrics["train/skipped_steps"] = float(round(float(s["skipped"])))
-      if s["examples"] == 0:  # Every step since the last log point was skipped: no mean exists.
-        metrics.update({name: float("nan") for name in metrics if name != "train/skipped_steps"})
+      if s["examples"] == 0:
+        # Every step since the last log point was skipped: no mean exists, so none is written
+        # (a NaN would also make metrics.jsonl unreadable for strict JSON readers).
+        metrics = {"train/skipped_steps": metrics["train/skipped_steps"]}
     return metrics, s["kl_per_dim"] / n
 
