@@ -40,6 +40,37 @@ def test_image_folder_of_mixed_modes_gives_rgb_and_grey_batches(tmp_path):
     assert batch.shape == (8, 16, 16, channels)
 
 
+def test_image_folder_of_odd_shapes_and_modes_gives_model_sized_batches(tmp_path):
+  """Files of other shapes than the model's: 16-bit grey, 2-channel LA, palette, 1x1, 3x500."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  folder = tmp_path / "images"
+  folder.mkdir()
+  odd = {
+      "grey16.png": Image.fromarray(rng.integers(0, 65535, (40, 40)).astype(np.uint16)),
+      "la.png": Image.fromarray(rng.integers(0, 255, (20, 20, 2), dtype=np.uint8), mode="LA"),
+      "palette.png": Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).convert("P"),
+      "one_pixel.png": Image.fromarray(rng.integers(0, 255, (1, 1, 3), dtype=np.uint8)),
+      "strip.png": Image.fromarray(rng.integers(0, 255, (3, 500, 3), dtype=np.uint8)),
+  }
+  for name, image in odd.items():
+    image.save(folder / name)
+  for i in range(3):  # Enough for one batch of 8 in the train split.
+    for name, image in odd.items():
+      image.save(folder / f"{i}_{name}")
+  config = load_config("default", "smoke")
+  config.dataset, config.image_folder = "image_folder", str(folder)
+  config.data_dir = str(tmp_path / "tfds")
+  config.image_size = 16
+  builder = datasets.load_builder(config)
+  assert builder.info.splits["train"].num_examples + builder.info.splits["test"].num_examples == 20
+  for channels in (3, 1):
+    config.channels = channels
+    batch = _first_batch(builder, config)
+    assert batch.shape == (8, 16, 16, channels)
+    assert np.isfinite(batch).all() and 0.0 <= batch.min() and batch.max() <= 1.0
+
+
 def test_cartoon_archive_trains_a_smoke_run_and_has_attributes(tmp_path):
   datagen.write_cartoon_archive(tmp_path / "manual", 40)
   workdir = str(tmp_path / "run")
