@@ -588,7 +588,6 @@ def run_worker(config, replicas: int, variants: list, host_fields: bool) -> dict
   distribution.configure_host_devices(probe)
   strategy = distribution.create_strategy(probe)
   tf.keras.utils.set_random_seed(config.seed)
-  tf.random.set_seed(None)  # As train.py: tf.data's shuffle takes the seed tensor it is given.
   builder = datasets.load_builder(config)
   load_before = _load_average()
   # --short checks the fields in seconds: the cache is filled first only for tiny splits.

@@ -54,6 +54,7 @@ from absl import logging
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from vae_dist import fileio
 from vae_dist.errors import CheckpointError
 from vae_dist.errors import ConfigError
 from vae_dist.errors import WorkdirError
@@ -89,7 +90,7 @@ def is_atomic_rename_filesystem(path: str) -> bool:
   Returns:
     True for local paths, where a finished step is committed by renaming its directory.
   """
-  return "://" not in path or path.startswith("file://")
+  return fileio.is_local(path)
 
 
 def _join(*parts: str) -> str:

@@ -11,6 +11,7 @@ import ml_collections
 import tensorflow as tf
 
 from vae_dist.errors import ConfigError
+from vae_dist.errors import first_line
 
 
 def configure_host_devices(config: ml_collections.ConfigDict) -> None:
@@ -113,10 +114,9 @@ def _tpu_strategy(config):
       tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (ValueError, RuntimeError, tf.errors.OpError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ConfigError(
         "strategy",
-        f"'tpu' but no TPU is reachable at {where} ({first}). Run on a Cloud TPU VM, pass "
+        f"'tpu' but no TPU is reachable at {where} ({first_line(e)}). Run on a Cloud TPU VM, pass "
         "--tpu=NAME (or grpc://HOST:8470), or choose another strategy.") from None
   return tf.distribute.TPUStrategy(resolver)
 

@@ -42,6 +42,12 @@ class TrainingError(VaeDistError):
   """Training cannot go on (for example a non-finite loss)."""
 
 
+def first_line(error: BaseException) -> str:
+  """The first line of an error's message (TF's OpError or any exception), for a user message."""
+  text = (getattr(error, "message", None) or str(error)).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
 def describe_storage_failure(error: BaseException) -> Optional[str]:
   """The user's message when `error` is a write refused by storage (full, read-only, ...), else None.
 
@@ -52,7 +58,7 @@ def describe_storage_failure(error: BaseException) -> Optional[str]:
   if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
     what = f"{error.filename}: {error.strerror}" if error.filename else text
   elif any(word in text for word in _STORAGE_WORDS) and not isinstance(error, VaeDistError):
-    what = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    what = first_line(error)
   else:
     return None
   return (f"a write failed ({what}). Committed checkpoints are unchanged; free space or fix "

@@ -4,6 +4,11 @@ import posixpath
 import tensorflow as tf
 
 
+def is_local(path: str) -> bool:
+  """Whether `path` is on a local (or NFS) filesystem rather than behind a URL scheme (gs://)."""
+  return "://" not in path or path.startswith("file://")
+
+
 def write_bytes_atomic(path: str, data: bytes) -> None:
   """Writes to a temporary name, then renames over `path` (atomic on local filesystems)."""
   directory = posixpath.dirname(path)

@@ -12,10 +12,6 @@ import tensorflow as tf
 from vae_dist import fileio
 
 
-def _is_local(path: str) -> bool:
-  return "://" not in path or path.startswith("file://")
-
-
 class MetricWriter:
   """Writes scalars to metrics.jsonl and TensorBoard, and images/histograms/text to TensorBoard.
 
@@ -34,7 +30,7 @@ class MetricWriter:
       return
     for run in ("train", "eval"):
       self._writers[run] = tf.summary.create_file_writer(os.path.join(self.logdir, run))
-    if not _is_local(self.jsonl_path):
+    if not fileio.is_local(self.jsonl_path):
       # Object stores cannot append: keep the lines and rewrite the (small) file each time.
       self._lines = []
       if tf.io.gfile.exists(self.jsonl_path):

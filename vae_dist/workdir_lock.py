@@ -28,14 +28,11 @@ import tensorflow as tf
 
 from vae_dist import fileio
 from vae_dist.errors import WorkdirError
+from vae_dist.errors import first_line
 
 LOCK_NAME = "lock"
 HEARTBEAT_SECONDS = 60.0
 STALE_SECONDS = 300.0
-
-
-def _is_local(path: str) -> bool:
-  return "://" not in path or path.startswith("file://")
 
 
 def _describe_holder(holder: dict) -> str:
@@ -61,8 +58,7 @@ class WorkdirLock:
 
   def __init__(self, workdir: str):
     self.workdir = workdir
-    self.path = os.path.join(workdir, LOCK_NAME) if _is_local(workdir) else (
-        workdir.rstrip("/") + "/" + LOCK_NAME)
+    self.path = os.path.join(workdir, LOCK_NAME)
     self._fd: Optional[int] = None
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
@@ -85,7 +81,7 @@ class WorkdirLock:
       raise WorkdirError(
           f"cannot create the workdir {self.workdir}: {_reason(e)}. Choose a writable "
           "location with --workdir.") from None
-    if _is_local(self.workdir):
+    if fileio.is_local(self.workdir):
       self._acquire_flock()
     else:
       self._acquire_lease()
@@ -205,5 +201,4 @@ def _read_json_fd(fd: int) -> dict:
 def _reason(error: Exception) -> str:
   if isinstance(error, OSError) and error.strerror:
     return error.strerror
-  text = getattr(error, "message", None) or str(error)
-  return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+  return first_line(error)
