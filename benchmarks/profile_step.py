@@ -97,19 +97,18 @@ def main(argv):
 
   def trainer_way(jit):
     c = config.copy_and_resolve_references()
-    c.batch_size, c.jit_compile, c.steps_per_loop = b, jit, _SPL.value
+    c.batch_size, c.steps_per_loop = b, _SPL.value
+    c.jit_compile = "true" if jit else "false"
     model = models.VAE(c)
     optimizer = steps.create_optimizer(c, 10**6)
     optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64)
-    trainer = steps.Trainer(config=c, strategy=strategy, model=model, optimizer=optimizer,
-                            step=step)
+    trainer = steps.Trainer(config=c, strategy=strategy, model=model, optimizer=optimizer)
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: data))
 
     def run(n):
       for _ in range(n // _SPL.value):
         trainer.train_loop(iterator, tf.constant(_SPL.value, tf.int32))
-      int(step.numpy())
+      int(trainer.step.numpy())
 
     return run
 

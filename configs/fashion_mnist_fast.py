@@ -13,8 +13,9 @@ CVAE tutorial: conv 32/64 stride 2, dense to 2 x latent, dense 7x7x32 then trans
   high rate does the early progress, the decay lands it: -191.9 nats after 702 steps (1.5
   epochs), where the tutorial's recipe reaches about -194 after 18,750 steps (10 epochs).
   Rates of 6e-3 to 1e-2 and seeds 0 and 1 all ended between -191.2 and -192.4.
-- jit_compile=False: on CPU, XLA's convolutions are slower than TensorFlow's own (oneDNN) ones
-  at this batch (1,937 images/s with XLA, 0.71x); the host loop stays.
+- jit_compile='auto' (the default) leaves XLA off on CPUs, where its convolutions are slower
+  than TensorFlow's own (oneDNN) ones at this batch (1,937 images/s with XLA, 0.71x); the host
+  loop stays.
 - One evaluation at the end, in batches of 2,000; no image or scatter summaries; one checkpoint.
 
 BUILD_NOTES.md has the side-by-side times.
@@ -34,7 +35,6 @@ def get_config(arg=None):
   c.warmup_steps = 100
   c.lr_schedule = "cosine"  # Warm-up to 8e-3, then cosine decay to 0 at the last step.
   c.num_train_steps = 702  # 1.5 epochs of 60,000 // 128 = 468 steps.
-  c.jit_compile = False
   c.steps_per_loop = 117
   c.log_every_steps = 234
   c.eval_every_steps = 702

@@ -20,7 +20,9 @@ copy there).
 Each worker's output is streamed line by line with a `[worker i] ` prefix. As soon as one
 worker fails, the others get SIGTERM and, after --grace_period_seconds, SIGKILL (their whole
 process groups), and the launcher exits with the failed worker's status: a crashed worker never
-leaves its peers hanging in a collective. The launcher exits 0 when every worker exits 0.
+leaves its peers hanging in a collective. The launcher exits 0 when every worker exits 0. Workers
+that saved and stopped on a preemption notice (exit status 143) are started again, up to
+--max_restarts times, and resume from their checkpoints.
 """
 import json
 import os
@@ -50,6 +52,10 @@ def _flag(define, name, default, help_text, **kwargs):
   return define(name, default, help=help_text, flag_values=FLAGS, **kwargs)
 
 
+_MAX_RESTARTS = _flag(
+    flags.DEFINE_integer, "max_restarts", 3,
+    "Times the workers are started again after they saved and stopped on a preemption notice "
+    "(exit status 143).")
 _NUM_WORKERS = _flag(flags.DEFINE_integer, "num_workers", 2,
                      "Workers to start on this machine (unused with --hosts).")
 _HOSTS = _flag(
@@ -74,6 +80,8 @@ _LOG_DIR = _flag(flags.DEFINE_string, "worker_log_dir", "",
                  "Also write worker i's output to <worker_log_dir>/worker_<i>.log.")
 
 EXIT_TIMEOUT = 124
+# What vae_dist.main exits with after saving on a preemption notice (vae_dist/preemption.py).
+RESTARTABLE_EXIT_CODE = 143
 
 
 class LaunchError(Exception):
@@ -190,7 +198,8 @@ def run_workers(workers: Sequence[Tuple[int, List[str], Dict[str, str]]],
                 log_dir: str = "",
                 stdout: TextIO = None,
                 stderr: TextIO = None,
-                poll_interval: float = 0.05) -> int:
+                poll_interval: float = 0.05,
+                report: Optional[dict] = None) -> int:
   """Starts the workers, streams their output, and stops them all when one fails.
 
   Args:
@@ -201,6 +210,8 @@ def run_workers(workers: Sequence[Tuple[int, List[str], Dict[str, str]]],
     stdout: where prefixed worker output goes (default sys.stdout).
     stderr: where the launcher's own messages go (default sys.stderr).
     poll_interval: seconds between checks of the workers.
+    report: if given, gets 'launcher_signal' when the launcher itself was signalled (its status
+      128 + N can equal a worker's own status, e.g. 143 for SIGTERM).
 
   Returns:
     0 if every worker exited 0; otherwise the status of the first worker that failed (128 + N
@@ -274,6 +285,8 @@ def run_workers(workers: Sequence[Tuple[int, List[str], Dict[str, str]]],
     while pending:
       if received:
         stop_all(f"launcher got signal {received[0]}")
+        if report is not None:
+          report["launcher_signal"] = received[0]
         return 128 + received[0]
       for index, proc in list(pending.items()):
         rc = proc.poll()
@@ -333,15 +346,28 @@ def main(argv: Sequence[str]) -> int:
     print(f"multiworker.py: error: unexpected argument {argv[1]!r}; put the worker command or "
           "extra training flags after `--`.", file=sys.stderr)
     return 2
-  try:
-    workers = plan_workers(_PASSTHROUGH)
-  except LaunchError as e:
-    print(f"multiworker.py: error: {e}", file=sys.stderr)
-    return 2
-  print(f"[launcher] {len(workers)} worker(s): {json.loads(workers[0][2]['TF_CONFIG'])['cluster']}"
-        f"; command: {workers[0][1]}", file=sys.stderr, flush=True)
-  return run_workers(workers, grace_period=_GRACE.value, timeout=_TIMEOUT.value,
-                     log_dir=_LOG_DIR.value)
+  restarts = 0
+  while True:
+    try:
+      workers = plan_workers(_PASSTHROUGH)  # Fresh ports for every start.
+    except LaunchError as e:
+      print(f"multiworker.py: error: {e}", file=sys.stderr)
+      return 2
+    print(f"[launcher] {len(workers)} worker(s): "
+          f"{json.loads(workers[0][2]['TF_CONFIG'])['cluster']}; command: {workers[0][1]}",
+          file=sys.stderr, flush=True)
+    report = {}
+    rc = run_workers(workers, grace_period=_GRACE.value, timeout=_TIMEOUT.value,
+                     log_dir=_LOG_DIR.value, report=report)
+    # 143 from the workers: they saved and stopped on a preemption notice; only a finished run
+    # (0), a failure or a signal to the launcher itself ends the launcher.
+    if (rc != RESTARTABLE_EXIT_CODE or "launcher_signal" in report or
+        restarts >= _MAX_RESTARTS.value):
+      return rc
+    restarts += 1
+    print(f"[launcher] the workers stopped on a preemption notice (status {rc}): start "
+          f"{restarts} of {_MAX_RESTARTS.value} more; training resumes from its checkpoints",
+          file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

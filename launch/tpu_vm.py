@@ -24,9 +24,10 @@ and runs nothing.
 
 TensorFlow on a multi-host slice is single-client: one process (on worker 0) drives every TPU
 host through the TPU runtime's servers, so by default `train` runs there only, with
-TPU_NAME=<name> and TPU_LOAD_LIBRARY=0, and the slice needs a runtime image with those servers
-(`tpu-vm-tf-<version>-pod-pjrt`). `--train_workers=all` starts the same command on every worker
-instead, for multi-client programs.
+TPU_NAME=<name> and TPU_LOAD_LIBRARY=0. The slice gets a TensorFlow pod image, and `setup`
+switches every host's TPU runtime to --tpu_runtime_image, the worker build of the client's
+TensorFlow (the table in BUILD_NOTES.md says which image for which generation and why).
+`--train_workers=all` starts the same command on every worker instead, for multi-client programs.
 
 Example:
   python launch/tpu_vm.py run --name=vae-v4 --zone=us-central2-b --accelerator_type=v4-8 \
@@ -79,8 +80,14 @@ _ACCELERATOR_TYPE = _flag(flags.DEFINE_string, "accelerator_type", "v4-8",
                           "TPU type, e.g. v4-8, v4-32, v5litepod-16, v5p-8, v6e-8.")
 _RUNTIME_VERSION = _flag(
     flags.DEFINE_string, "runtime_version", "",
-    "TPU software version (--version). '' picks the generation's base image for one host; a "
-    "multi-host slice trained from worker 0 needs it explicitly (tpu-vm-tf-<tf>-pod-pjrt).")
+    "TPU software version (--version). '' picks from the table in BUILD_NOTES.md: the "
+    "generation's base image for one host, its TensorFlow pod image for a multi-host slice.")
+_TPU_RUNTIME_IMAGE = _flag(
+    flags.DEFINE_string, "tpu_runtime_image", "",
+    "Multi-host slices: the TPU runtime (gRPC worker) container image whose TensorFlow matches "
+    "the client's (the `tpu` extra's tensorflow-tpu); `setup` switches every host's "
+    "tpu-runtime service to it. Required to set up a slice unless --pip_extra='' keeps the "
+    "image's own TensorFlow for both.")
 _NUM_HOSTS = _flag(flags.DEFINE_integer, "num_hosts", 0,
                    "Hosts in the slice; 0 derives it from --accelerator_type.")
 _SPOT = _flag(flags.DEFINE_bool, "spot", False, "Create a Spot TPU (preemptible, cheaper).")
@@ -134,6 +141,10 @@ _MAX_RESTARTS = _flag(flags.DEFINE_integer, "max_restarts", 0,
                       "`run`: times a preempted TPU is recreated and training started again.")
 _POLL_SECONDS = _flag(flags.DEFINE_float, "poll_seconds", 60.0,
                       "`run`: seconds between state and training status checks.")
+_NOTICE_WAIT = _flag(
+    flags.DEFINE_float, "notice_wait_seconds", 180.0,
+    "`run`: after training stopped on a preemption notice (exit status 143), how long to wait "
+    "for the TPU to be taken (then it is recreated) before training starts again on it.")
 _DELETE_ON_EXIT = _flag(flags.DEFINE_bool, "delete_on_exit", False,
                         "`run`: delete the TPU however run ends (success, failure, Ctrl-C).")
 _FOLLOW_LOGS = _flag(flags.DEFINE_bool, "follow_logs", True,
@@ -172,7 +183,14 @@ _CORES_PER_HOST = {"v2": 8, "v3": 8, "v4": 8, "v5p": 8}
 _CHIPS_SINGLE_HOST_MAX = {"v5litepod": 8, "v6e": 8}
 _CHIPS_PER_HOST_IN_POD = 4
 
-_DEFAULT_RUNTIME = {
+# Which software each kind of slice runs: BUILD_NOTES.md "TPU VMs: the table" is this table in
+# prose, with its sources. One host: the generation's base image (no TensorFlow of its own) and
+# tensorflow-tpu + libtpu from the `tpu` extra; the program runs there with --tpu=local and sets
+# the PJRT variables itself (vae_dist/tpu_env.py). A pod slice: TensorFlow's single-client model,
+# a TensorFlow pod image whose TPU runtime (a gRPC worker container on every host) is switched to
+# --tpu_runtime_image, the worker build of the client's TensorFlow, as Google's TF-on-TPU CI does;
+# the client runs on worker 0 with TPU_NAME=<name> and TPU_LOAD_LIBRARY=0 and no PJRT variables.
+_BASE_IMAGE = {
     "v2": "tpu-ubuntu2204-base",
     "v3": "tpu-ubuntu2204-base",
     "v4": "tpu-ubuntu2204-base",
@@ -180,6 +198,30 @@ _DEFAULT_RUNTIME = {
     "v5litepod": "v2-alpha-tpuv5-lite",
     "v6e": "v2-alpha-tpuv6e",
 }
+# The newest TensorFlow pod images found in Google's docs and issues (2.18.0), split by family.
+_POD_IMAGE = {
+    "v2": "tpu-vm-tf-2.18.0-pod-pjrt-v5p-and-below",
+    "v3": "tpu-vm-tf-2.18.0-pod-pjrt-v5p-and-below",
+    "v4": "tpu-vm-tf-2.18.0-pod-pjrt-v5p-and-below",
+    "v5p": "tpu-vm-tf-2.18.0-pod-pjrt-v5p-and-below",
+    "v5litepod": "tpu-vm-tf-2.18.0-pod-pjrt-v5e-and-v6",
+    "v6e": "tpu-vm-tf-2.18.0-pod-pjrt-v5e-and-v6",
+}
+# The systemd unit of the TPU runtime on TensorFlow pod images, and its image line.
+TPU_RUNTIME_UNIT = "/etc/systemd/system/tpu-runtime.service"
+
+
+def default_runtime_version(accelerator: "Accelerator", single_client_pod: bool) -> str:
+  table = _POD_IMAGE if single_client_pod else _BASE_IMAGE
+  return table.get(accelerator.generation, "")
+
+
+def runtime_switch_command(image: str) -> str:
+  """Shell command pointing a host's TPU runtime at `image` and restarting it."""
+  sed = f"s|TF_DOCKER_URL=.*|TF_DOCKER_URL={image}\"|"
+  steps = [["sudo", "sed", "-i", sed, TPU_RUNTIME_UNIT], ["sudo", "systemctl", "daemon-reload"],
+           ["sudo", "systemctl", "restart", "tpu-runtime"]]
+  return " && ".join(shlex.join(step) for step in steps)
 
 
 def parse_accelerator(accelerator_type: str, num_hosts: int = 0) -> Accelerator:
@@ -447,6 +489,11 @@ def remote_setup_command(*,
     steps.append(["mkdir", "-p", remote_dir])
     steps.append(["tar", "-xzf", tarball, "-C", remote_dir])
   steps.append(["cd", remote_dir])
+  if "tpu" in pip_extra.split(","):
+    # One TensorFlow build per host: a TensorFlow image's own `tensorflow` next to tensorflow-tpu
+    # would share its import path (pip says nothing when neither is installed, as on base images).
+    steps.append([python, "-m", "pip", "uninstall", "--quiet", "--yes", "tensorflow",
+                  "tensorflow-cpu", "tf-nightly"])
   # VAE_DIST_TF_PROVIDED=1: setup.py must not add the `tensorflow` distribution next to
   # tensorflow-tpu (from the extra) or next to the image's own TensorFlow.
   pip = ["env", "VAE_DIST_TF_PROVIDED=1", python, "-m", "pip", "install", "--quiet", "-e",
@@ -489,6 +536,7 @@ class Plan:
   pip_find_links: str
   logs_worker: str
   gcloud: str = "gcloud"
+  tpu_runtime_image: str = ""
 
   @property
   def local_tarball(self) -> str:
@@ -546,7 +594,10 @@ class Plan:
                                   tarball=_REMOTE_TARBALL, git_url=self.git_url,
                                   git_ref=self.git_ref)
     commands = [] if self.git_url else [self.tarball_command(), self.scp_command()]
-    return commands + [self.ssh_command("all", remote)]
+    commands.append(self.ssh_command("all", remote))
+    if self.tpu_runtime_image:
+      commands.append(self.ssh_command("all", runtime_switch_command(self.tpu_runtime_image)))
+    return commands
 
   @property
   def train_worker(self) -> str:
@@ -628,13 +679,7 @@ def make_plan(steps: Sequence[str], passthrough: Sequence[str]) -> Plan:
   runtime_version = _RUNTIME_VERSION.value
   creates = any(s in ("create", "run") for s in steps)
   if not runtime_version:
-    if creates and single_client_pod:
-      raise LaunchError(
-          f"--accelerator_type={_ACCELERATOR_TYPE.value} is a {accelerator.num_hosts}-host slice "
-          "driven from worker 0, which needs a TensorFlow pod runtime image: pass "
-          "--runtime_version=tpu-vm-tf-<version>-pod-pjrt matching the `tpu` extra's "
-          "tensorflow-tpu (or --train_workers=all for a multi-client program).")
-    runtime_version = _DEFAULT_RUNTIME.get(accelerator.generation, "")
+    runtime_version = default_runtime_version(accelerator, single_client_pod)
     if creates and not runtime_version:
       raise LaunchError("Pass --runtime_version for this accelerator type.")
 
@@ -652,6 +697,29 @@ def make_plan(steps: Sequence[str], passthrough: Sequence[str]) -> Plan:
         f"--workdir={_WORKDIR.value!r} is local, but --accelerator_type="
         f"{_ACCELERATOR_TYPE.value} has {accelerator.num_hosts} hosts: use a gs:// --workdir "
         "that every host can reach.")
+  if trains and accelerator.multi_host:
+    # Each host runs its own share of the input pipeline: data on worker 0's disk is missing on
+    # the others. (The program checks the config's own values again before it creates anything.)
+    read = [("--data_dir", _DATA_DIR.value)] + [
+        (a.split("=", 1)[0], a.split("=", 1)[1]) for a in passthrough
+        if a.split("=", 1)[0] in ("--config.data_dir", "--config.manual_dir",
+                                  "--config.image_folder") and "=" in a]
+    for flag, path in read:
+      if path and not path.startswith("gs://"):
+        raise LaunchError(
+            f"{flag}={path!r} is local, but every host of the {accelerator.num_hosts}-host "
+            f"--accelerator_type={_ACCELERATOR_TYPE.value} reads it: use a gs:// path.")
+  sets_up = any(s in ("setup", "run") for s in steps)
+  runtime_image = _TPU_RUNTIME_IMAGE.value
+  if sets_up and single_client_pod and _PIP_EXTRA.value and not runtime_image:
+    raise LaunchError(
+        f"--accelerator_type={_ACCELERATOR_TYPE.value} is a {accelerator.num_hosts}-host slice: "
+        "TensorFlow drives it from worker 0 through the TPU runtime on every host, which must "
+        "run the same TensorFlow as the client. Pass --tpu_runtime_image=<the gRPC TPU worker "
+        "image of the `tpu` extra's tensorflow-tpu> (setup switches every host to it), or "
+        "--pip_extra='' to use the runtime image's own TensorFlow for both.")
+  if runtime_image and not single_client_pod:
+    raise LaunchError("--tpu_runtime_image is only for multi-host slices trained from worker 0.")
   if trains:
     tpu = _NAME.value if single_client_pod else "local"
     train_argv = training_argv(python=_REMOTE_PYTHON.value, module=_TRAIN_MODULE.value,
@@ -682,7 +750,7 @@ def make_plan(steps: Sequence[str], passthrough: Sequence[str]) -> Plan:
       remote_dir=_REMOTE_DIR.value, run_dir=_RUN_DIR.value, remote_python=_REMOTE_PYTHON.value,
       repo=os.path.abspath(_REPO.value), git_url=_GIT_URL.value, git_ref=_GIT_REF.value,
       pip_extra=_PIP_EXTRA.value, pip_find_links=_PIP_FIND_LINKS.value,
-      logs_worker=_LOGS_WORKER.value, gcloud=_GCLOUD.value)
+      logs_worker=_LOGS_WORKER.value, gcloud=_GCLOUD.value, tpu_runtime_image=runtime_image)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -737,6 +805,8 @@ class Runner:
     return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, start_new_session=True)
 
 
+# What vae_dist.main exits with after saving on a preemption notice (vae_dist/preemption.py).
+RESTARTABLE_EXIT_CODE = 143
 # TPU node states after which the node will not run anything again: it has to be recreated.
 _GONE_STATES = ("PREEMPTED", "TERMINATED")
 _QUEUED_FAILED_STATES = ("FAILED", "SUSPENDED", "SUSPENDING")
@@ -746,7 +816,9 @@ class Steps:
   """The steps, each a method named like the step."""
 
   def __init__(self, plan: Plan, runner: Runner, poll_seconds: float, max_restarts: int,
-               delete_on_exit: bool, follow_logs: bool, queued_timeout: float):
+               delete_on_exit: bool, follow_logs: bool, queued_timeout: float,
+               notice_wait: float = 180.0):
+    self.notice_wait = notice_wait
     self.plan = plan
     self.runner = runner
     self.poll_seconds = 0.0 if runner.dry_run else poll_seconds
@@ -821,8 +893,10 @@ class Steps:
     """Polls until training ends or the TPU goes away.
 
     Returns:
-      ('succeeded', 0), ('failed', exit code), ('preempted', None) or ('lost', None) (the node is
-      READY but the training process vanished without an exit status, e.g. a host restart).
+      ('succeeded', 0), ('failed', exit code), ('preempted', None), ('lost', None) (the node is
+      READY but the training process vanished without an exit status, e.g. a host restart) or
+      ('restartable', None) (training saved and stopped on a preemption notice, and the node
+      stayed up).
     """
     ssh_failures = describe_failures = 0
     while True:
@@ -837,6 +911,8 @@ class Steps:
       if state == "READY":
         rc, out, _ = self.runner.output(self.plan.status_command(), dry_answer="EXITED 0")
         kind, value = parse_status(out) if rc == 0 else ("UNKNOWN", None)
+        if kind == "EXITED" and value == RESTARTABLE_EXIT_CODE:
+          return self._after_preemption_notice()
         if kind == "EXITED":
           # A preemption kills training too: only trust a failure while the node is still up.
           if value != 0 and self._state() != "READY":
@@ -851,6 +927,21 @@ class Steps:
           logging.warning("Could not read the training status (ssh status %d).", rc)
           if ssh_failures >= 10:
             raise LaunchError("Lost contact with worker 0: 10 status checks failed in a row.")
+      self._sleep()
+
+  def _after_preemption_notice(self) -> Tuple[str, Optional[int]]:
+    """Training saved and stopped on a notice: the node is about to go, or it stays up."""
+    logging.warning("Training stopped on a preemption notice (status %d); waiting up to %.0f s "
+                    "for TPU %s to be taken.", RESTARTABLE_EXIT_CODE, self.notice_wait,
+                    self.plan.name)
+    deadline = time.time() + self.notice_wait
+    while True:
+      state = self._state()
+      if state in _GONE_STATES or state == "NOT_FOUND":
+        logging.warning("TPU %s is %s.", self.plan.name, state)
+        return "preempted", None
+      if time.time() >= deadline or self.runner.dry_run:
+        return "restartable", None
       self._sleep()
 
   def run(self) -> int:
@@ -875,7 +966,7 @@ class Steps:
         if restarts >= self.max_restarts:
           logging.error("TPU %s was %s and --max_restarts=%d is used up.", self.plan.name,
                         "preempted" if outcome == "preempted" else "restarted", self.max_restarts)
-          return 1
+          return RESTARTABLE_EXIT_CODE if outcome == "restartable" else 1
         restarts += 1
         logging.warning("Restart %d of %d: training resumes from %s.", restarts,
                         self.max_restarts, _WORKDIR.value)
@@ -918,7 +1009,8 @@ def main(argv: Sequence[str]) -> int:
     plan = make_plan(list(argv[1:]), _PASSTHROUGH)
     steps = Steps(plan, Runner(_DRY_RUN.value), poll_seconds=_POLL_SECONDS.value,
                   max_restarts=_MAX_RESTARTS.value, delete_on_exit=_DELETE_ON_EXIT.value,
-                  follow_logs=_FOLLOW_LOGS.value, queued_timeout=_QUEUED_TIMEOUT.value)
+                  follow_logs=_FOLLOW_LOGS.value, queued_timeout=_QUEUED_TIMEOUT.value,
+                  notice_wait=_NOTICE_WAIT.value)
     for step in plan.steps:
       rc = getattr(steps, step)()
       if rc != 0:

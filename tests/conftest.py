@@ -51,6 +51,4 @@ def build_trainer(config, strategy):
     model = models.VAE(config)
     optimizer = steps.create_optimizer(config, total_steps=100)
     optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False)
-  return steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer,
-                       step=step)
+  return steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)

@@ -74,7 +74,7 @@ def test_batch_that_does_not_divide_over_replicas_is_refused():
     # Wrong types: refused by the flag parser, naming the override.
     (["--config.batch_size=abc"], "error: flag --config.batch_size=abc: invalid literal for int"),
     (["--config.learning_rate=fast"], "error: flag --config.learning_rate=fast: could not convert"),
-    (["--config.jit_compile=maybe"], "error: flag --config.jit_compile=maybe: ('Non-boolean"),
+    (["--config.jit_compile=maybe"], "config.jit_compile: 'maybe' is not one of 'auto'"),
     # Out of range.
     (["--config.learning_rate=-0.1"], "config.learning_rate: must be a positive number"),
     (["--config.image_size=30"], "config.image_size: 30 is not divisible by the product of "

@@ -50,9 +50,7 @@ def test_eval_elbo_on_three_replicas_with_batch_7_equals_per_example_computation
     model = models.VAE(config)
     optimizer = steps.create_optimizer(config, 10)
     optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64)
-  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer,
-                          step=step)
+  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)
   num_steps = input_pipeline.num_eval_steps(builder, config, 3, 1)
   assert num_steps == 3
   data = strategy.distribute_datasets_from_function(
@@ -75,8 +73,7 @@ def test_eval_elbo_on_three_replicas_with_batch_7_equals_per_example_computation
     model1.set_weights(model.get_weights())
     opt1 = steps.create_optimizer(config, 10)
     opt1.build(model1.trainable_variables)
-  trainer1 = steps.Trainer(config=config, strategy=single, model=model1, optimizer=opt1,
-                           step=tf.Variable(0, dtype=tf.int64))
+  trainer1 = steps.Trainer(config=config, strategy=single, model=model1, optimizer=opt1)
   metrics1, _ = trainer1.evaluate(data1, steps1)
   np.testing.assert_allclose(metrics1["eval/elbo"], want, rtol=1e-4)
 

@@ -62,26 +62,24 @@ def _assert_same(a, b):
 def test_skipped_step_changes_nothing_and_training_goes_on(replicas):
   config = load_config("mnist", "smoke")
   config.skip_nonfinite_steps = 2
-  config.jit_compile = True
+  config.jit_compile = "true"
   strategy = tf.distribute.get_strategy() if replicas == 1 else mirrored(replicas)
   trainer = build_trainer(config, strategy)
-  # The paths of Trainer.__init__: whole step under XLA on one replica, loss and grads on two.
-  assert trainer._jit_whole_step == (replicas == 1)  # pylint: disable=protected-access
-  assert trainer._jit_grads == (replicas == 2)  # pylint: disable=protected-access
+  # The paths of Trainer.__init__: whole update under XLA on one replica, loss and grads on two.
+  assert trainer.xla == ("whole replica update" if replicas == 1 else "loss and gradients")
   # NaN at step 2 alone, then at steps 5 and 6: two in a row reach the limit.
   it = _stream(config, strategy, num_batches=8, nan_batches=(2, 5, 6))
-  one = tf.constant(1)
-  trainer.train_loop(it, tf.constant(2))
+  trainer.run_loop(it, 2)
   before = _state(trainer)
-  trainer.train_loop(it, one)  # Step 2: skipped.
+  status = trainer.run_loop(it, 1)  # Step 2: skipped.
   _assert_same(_state(trainer), before)
-  assert int(trainer.step.numpy()) == 3  # The data position and the noise still move on.
+  assert status.step == 3  # The data position and the noise still move on.
   assert int(trainer.optimizer.iterations.numpy()) == 2
   assert int(trainer.first_nonfinite_step.numpy()) == 2
-  assert trainer.new_skipped_steps() == 1
-  assert trainer.nonfinite_stop_step() == -1
+  assert trainer.new_skipped_steps(status) == 1
+  assert status.nonfinite_stop == -1
 
-  trainer.train_loop(it, tf.constant(2))  # Steps 3 and 4: finite again.
+  status = trainer.run_loop(it, 2)  # Steps 3 and 4: finite again.
   assert int(trainer.optimizer.iterations.numpy()) == 4
   after = _state(trainer)
   assert all(np.isfinite(x).all() for x in after)
@@ -89,12 +87,13 @@ def test_skipped_step_changes_nothing_and_training_goes_on(replicas):
   metrics, _ = trainer.read_train_metrics()
   assert metrics["train/skipped_steps"] == 1
   assert np.isfinite(metrics["train/loss"]) and np.isfinite(metrics["train/grad_norm"])
-  assert trainer.nonfinite_stop_step() == -1  # One skip, then finite steps: the count restarts.
+  assert status.nonfinite_stop == -1  # One skip, then finite steps: the count restarts.
+  assert trainer.new_skipped_steps(status) == 0
 
-  trainer.train_loop(it, tf.constant(3))  # Steps 5 and 6 skipped, 7 applied.
+  status = trainer.run_loop(it, 3)  # Steps 5 and 6 skipped, 7 applied.
   assert int(trainer.optimizer.iterations.numpy()) == 5
-  assert trainer.nonfinite_stop_step() == 6
-  assert trainer.new_skipped_steps() == 2
+  assert status.nonfinite_stop == 6
+  assert trainer.new_skipped_steps(status) == 2
   metrics, _ = trainer.read_train_metrics()
   assert metrics["train/skipped_steps"] == 2
   assert np.isfinite(metrics["train/loss"])
@@ -103,14 +102,13 @@ def test_skipped_step_changes_nothing_and_training_goes_on(replicas):
 def test_without_skipping_the_first_nonfinite_step_is_recorded():
   config = load_config("mnist", "smoke")
   assert config.skip_nonfinite_steps == 0
-  config.jit_compile = False  # The XLA path is exercised above; this saves a compile.
+  config.jit_compile = "false"  # The XLA path is exercised above; this saves a compile.
   strategy = tf.distribute.get_strategy()
   trainer = build_trainer(config, strategy)
-  trainer.train_loop(_stream(config, strategy, num_batches=5, nan_batches=(2, 3)),
-                     tf.constant(5))
+  status = trainer.run_loop(_stream(config, strategy, num_batches=5, nan_batches=(2, 3)), 5)
   assert int(trainer.first_nonfinite_step.numpy()) == 2
-  assert trainer.nonfinite_stop_step() == 2
-  assert trainer.new_skipped_steps() == 0
+  assert status.nonfinite_stop == 2
+  assert trainer.new_skipped_steps(status) == 0
   assert "train/skipped_steps" not in trainer.read_train_metrics()[0]
 
 
@@ -150,7 +148,7 @@ def _poison(source, workdir):
   model = models.VAE(config)
   optimizer = steps.create_optimizer(config, total_steps=8)
   optimizer.build(model.trainable_variables)
-  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+  step = steps.create_step_counter()
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
   manager = checkpointing.CheckpointManager(directory=os.path.join(workdir, "checkpoints"))
   manager.restore(2, checkpoint)

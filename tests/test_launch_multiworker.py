@@ -213,3 +213,37 @@ def test_hosts_and_task_index_start_only_this_hosts_worker():
   assert json.loads(line[len("[worker 1] "):]) == {
       "cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
       "task": {"type": "worker", "index": 1}}
+
+
+NOTICE_WORKER = """\
+import os, sys
+# Stand-in worker: every worker saves and stops on a preemption notice (143) in the first start,
+# and finishes in the second; each counts its own starts next to the shared "checkpoint".
+index = __import__("json").loads(os.environ["TF_CONFIG"])["task"]["index"]
+marker = os.path.join(sys.argv[1], f"started_{index}")
+starts = int(open(marker).read()) + 1 if os.path.exists(marker) else 1
+open(marker, "w").write(str(starts))
+# Like real workers, which agree on the step to stop at: nobody leaves before all have started.
+import time
+others = [os.path.join(sys.argv[1], f"started_{i}") for i in (0, 1)]
+deadline = time.time() + 20
+while time.time() < deadline and not all(
+    os.path.exists(m) and int(open(m).read() or 0) >= starts for m in others):
+  time.sleep(0.05)
+sys.exit(143 if starts == 1 else 0)
+"""
+
+
+@pytest.mark.parametrize("max_restarts,expect", [(1, 0), (0, 143)])
+def test_workers_stopped_on_a_preemption_notice_start_again(tmp_path, max_restarts, expect):
+  program = tmp_path / "notice_worker.py"
+  program.write_text(NOTICE_WORKER)
+  proc = subprocess.run(
+      [sys.executable, LAUNCHER, "--num_workers=2", f"--max_restarts={max_restarts}",
+       "--grace_period_seconds=2", "--", sys.executable, str(program), str(tmp_path)],
+      capture_output=True, text=True, timeout=60)
+  # 143 is "saved, start me again": never a finished run; restarts are bounded.
+  assert proc.returncode == expect, proc.stderr
+  starts = 2 if max_restarts else 1
+  assert {(tmp_path / f"started_{i}").read_text() for i in (0, 1)} == {str(starts)}
+  assert ("stopped on a preemption notice (status 143)" in proc.stderr) == bool(max_restarts)

@@ -141,13 +141,14 @@ def test_dry_run_single_host_v4_8(tmp_path):
 
 def test_dry_run_pod_v4_32():
   args = ["create", "setup", "train", *COMMON, "--accelerator_type=v4-32",
-          "--runtime_version=tpu-vm-tf-2.20.0-pod-pjrt", "--workdir=gs://bucket/runs/mnist"]
+          "--runtime_version=tpu-vm-tf-2.20.0-pod-pjrt", "--workdir=gs://bucket/runs/mnist",
+          "--tpu_runtime_image=gcr.io/example/grpc_tpu_worker:tf-2.20.0"]
   cmds = dry_run(*args)
   (create,) = gcloud_cmds(cmds, "tpu-vm", "create")
   assert flag_value(create, "--accelerator-type") == "v4-32"
   assert flag_value(create, "--version") == "tpu-vm-tf-2.20.0-pod-pjrt"
-  setup, train = gcloud_cmds(cmds, "tpu-vm", "ssh")
-  assert "--worker=all" in setup  # Every host needs the package.
+  setup, switch, train = gcloud_cmds(cmds, "tpu-vm", "ssh")
+  assert "--worker=all" in setup and "--worker=all" in switch  # Every host.
   # TensorFlow drives a pod slice from one client on worker 0, through the TPU runtime.
   assert "--worker=0" in train
   payload = tpu_vm.decode_payload(flag_value(train, "--command"))
@@ -155,7 +156,8 @@ def test_dry_run_pod_v4_32():
   assert payload["env"] == {"TPU_NAME": "vae-test", "TPU_LOAD_LIBRARY": "0"}
 
   # A multi-client program instead runs on every worker, each on its local TPU chips.
-  cmds = dry_run(*args, "--train_workers=all")
+  cmds = dry_run(*[a for a in args if not a.startswith("--tpu_runtime_image")],
+                 "--train_workers=all")
   _, train = gcloud_cmds(cmds, "tpu-vm", "ssh")
   assert "--worker=all" in train
   payload = tpu_vm.decode_payload(flag_value(train, "--command"))
@@ -183,8 +185,8 @@ def test_pod_with_local_workdir_fails_before_any_command(tmp_path, accelerator, 
 def test_missing_workdir_and_pod_runtime_are_reported_up_front():
   _, err, rc = launch("--dry_run", "train", *COMMON, "--accelerator_type=v4-8", check=False)
   assert rc != 0 and "--workdir" in err
-  _, err, rc = launch("--dry_run", "create", *COMMON, "--accelerator_type=v4-32", check=False)
-  assert rc != 0 and "--runtime_version" in err
+  _, err, rc = launch("--dry_run", "setup", *COMMON, "--accelerator_type=v4-32", check=False)
+  assert rc != 0 and "--tpu_runtime_image" in err
 
 
 def test_dry_run_queued_resource_spot():
@@ -319,8 +321,18 @@ FAKE_GCLOUD = textwrap.dedent("""\
       if not os.path.exists(state_file):
         sys.exit("NOT_FOUND")
       creates = int(open(os.path.join(state_dir, "creates")).read())
-      # The first TPU is preempted as soon as anyone looks; the second one stays up.
-      print("PREEMPTED" if creates == 1 else open(state_file).read())
+      if os.environ.get("FAKE_PREEMPT") == "after_notice":
+        # The first TPU stays READY while training runs and is taken only after training has
+        # saved and stopped on the notice, as on a Spot VM's 30 s warning.
+        stopped = os.path.exists(os.path.join(home, "vae_dist_run", "train.exit"))
+        seen = os.path.join(state_dir, "seen_stopped")
+        taken = creates == 1 and stopped and os.path.exists(seen)
+        if creates == 1 and stopped:
+          open(seen, "w").close()  # READY once more after the stop, then taken.
+        print("PREEMPTED" if taken else open(state_file).read())
+      else:
+        # The first TPU is preempted as soon as anyone looks; the second one stays up.
+        print("PREEMPTED" if creates == 1 else open(state_file).read())
     elif verb == "scp":
       remote = args[5].split(":", 1)[1]
       shutil.copy(args[4], os.path.join(home, remote))
@@ -398,3 +410,100 @@ def test_run_reports_training_failure_without_restarting(tmp_path):
   assert proc.returncode == 7, proc.stderr
   verbs = [json.loads(l)[3] for l in (state / "calls.jsonl").read_text().splitlines()]
   assert verbs.count("create") == 1 and "delete" not in verbs
+
+
+NOTICE_PROGRAM = textwrap.dedent("""\
+    # Stand-in trainer: the first run saves "step 10" and stops on a preemption notice (143);
+    # the run after it resumes from there and finishes.
+    import os, sys
+    workdir = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--workdir=")][0]
+    saved = os.path.join(workdir, "saved_step")
+    if os.path.exists(saved):
+      print("resumed from step", open(saved).read())
+      sys.exit(0)
+    os.makedirs(workdir, exist_ok=True)
+    open(saved, "w").write("10")
+    sys.exit(143)
+    """)
+
+
+@pytest.mark.parametrize("node_taken", [True, False])
+def test_run_restarts_training_that_stopped_on_a_preemption_notice(tmp_path, node_taken):
+  state, gcloud, python, repo, env = _fake_cloud(tmp_path)
+  if node_taken:
+    env["FAKE_PREEMPT"] = "after_notice"
+  else:
+    (state / "creates").write_text("1")  # This node is never taken: training restarts on it.
+  (repo / "notice.py").write_text(NOTICE_PROGRAM)
+  workdir = tmp_path / "bucket" / "run"  # Outlives the TPU, as gs:// does.
+  proc = subprocess.run(
+      [sys.executable, LAUNCHER, "run", "--name=vae-notice", "--zone=z",
+       "--accelerator_type=v4-8", "--spot", "--max_restarts=2", "--poll_seconds=0.2",
+       "--notice_wait_seconds=1", "--nofollow_logs", "--config=configs/mnist.py",
+       f"--workdir={workdir}", f"--gcloud={gcloud}", f"--remote_python={python}",
+       "--train_module=notice", f"--repo={repo}"],
+      capture_output=True, text=True, timeout=60, env=env)
+  # Exit 143 is "saved, start me again", never a finished run and never a failure.
+  assert proc.returncode == 0, proc.stderr
+  assert "preemption notice (status 143)" in proc.stderr
+  assert "Restart 1 of 2" in proc.stderr and "Training finished." in proc.stderr
+  verbs = [json.loads(l)[3] for l in (state / "calls.jsonl").read_text().splitlines()]
+  assert verbs.count("create") == (2 if node_taken else 1)
+  assert (workdir / "saved_step").read_text() == "10"
+
+
+# The TPU table of BUILD_NOTES.md, row by row: what `create`, `setup` and `train` do.
+TPU_TABLE = [
+    # accelerator, runtime image, one host?
+    ("v4-8", "tpu-ubuntu2204-base", True),
+    ("v4-32", "tpu-vm-tf-2.18.0-pod-pjrt-v5p-and-below", False),
+    ("v5litepod-8", "v2-alpha-tpuv5-lite", True),
+    ("v5litepod-16", "tpu-vm-tf-2.18.0-pod-pjrt-v5e-and-v6", False),
+    ("v5p-8", "v2-alpha-tpuv5", True),
+    ("v5p-16", "tpu-vm-tf-2.18.0-pod-pjrt-v5p-and-below", False),
+    ("v6e-8", "v2-alpha-tpuv6e", True),
+    ("v6e-16", "tpu-vm-tf-2.18.0-pod-pjrt-v5e-and-v6", False),
+]
+RUNTIME_IMAGE = "gcr.io/example/grpc_tpu_worker:tf-2.20.0"
+
+
+@pytest.mark.parametrize("accelerator,image,one_host", TPU_TABLE)
+def test_dry_run_follows_the_tpu_table(accelerator, image, one_host):
+  cmds = dry_run("create", "setup", "train", *COMMON, f"--accelerator_type={accelerator}",
+                 "--workdir=gs://bucket/runs/mnist", "--data_dir=gs://bucket/tfds",
+                 *([] if one_host else [f"--tpu_runtime_image={RUNTIME_IMAGE}"]))
+  (create,) = gcloud_cmds(cmds, "tpu-vm", "create")
+  assert flag_value(create, "--version") == image
+  ssh = gcloud_cmds(cmds, "tpu-vm", "ssh")
+  setup, train = ssh[0], ssh[-1]
+  install = flag_value(setup, "--command")
+  # tensorflow-tpu from the `tpu` extra, alone: other TensorFlow builds removed first.
+  assert "pip uninstall --quiet --yes tensorflow tensorflow-cpu tf-nightly" in install
+  assert "VAE_DIST_TF_PROVIDED=1" in install and ".[tpu]" in install
+  payload = tpu_vm.decode_payload(flag_value(train, "--command"))
+  if one_host:
+    # The program on the only worker, the local TPU; it sets the PJRT variables itself.
+    assert len(ssh) == 2 and ("--worker=all" in train or "--worker=0" in train)
+    assert "--tpu=local" in payload["argv"] and payload["env"] == {}
+  else:
+    # Every host's TPU runtime runs the client's TensorFlow; the client drives the slice from
+    # worker 0 by name, without loading libtpu.
+    switch = flag_value(ssh[1], "--command")
+    assert "--worker=all" in ssh[1]
+    assert f"TF_DOCKER_URL={RUNTIME_IMAGE}" in switch and tpu_vm.TPU_RUNTIME_UNIT in switch
+    assert "systemctl restart tpu-runtime" in switch
+    assert "--worker=0" in train and "--tpu=vae-test" in payload["argv"]
+    assert payload["env"] == {"TPU_NAME": "vae-test", "TPU_LOAD_LIBRARY": "0"}
+  assert "--config.data_dir=gs://bucket/tfds" in payload["argv"]
+
+
+@pytest.mark.parametrize("flag", ["--workdir=/home/me/run", "--data_dir=/home/me/tfds",
+                                  "--config.data_dir=/home/me/tfds"])
+def test_slice_refuses_local_paths_its_hosts_read(flag):
+  args = ["--workdir=gs://bucket/run", "--data_dir=gs://bucket/tfds"]
+  args = [flag if a.split("=")[0] == flag.split("=")[0] else a for a in args]
+  if flag not in args:
+    args.append(flag)
+  _, err, rc = launch("--dry_run", "train", *COMMON, "--accelerator_type=v4-32", *args,
+                      check=False)
+  assert rc != 0 and flag.split("=")[0] in err and "gs://" in err

@@ -459,7 +459,7 @@ def _variant_config(base, v: Variant, strategy_name: str):
   c = base.copy_and_resolve_references()
   c.batch_size = v.batch_size
   c.eval_batch_size = -1
-  c.jit_compile = v.jit_compile
+  c.jit_compile = "true" if v.jit_compile else "false"
   c.steps_per_loop = v.steps_per_loop
   c.mixed_precision = v.mixed_precision
   c.strategy = strategy_name
@@ -477,11 +477,9 @@ class _Trainer:
       model = models.VAE(config)
       optimizer = steps.create_optimizer(config, 10**6)
       optimizer.build(model.trainable_variables)
-      step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self.trainer = steps.Trainer(config=config, strategy=strategy, model=model,
-                                 optimizer=optimizer, step=step)
-    self.xla = ("whole replica step" if self.trainer._jit_whole_step else  # pylint: disable=protected-access
-                "loss and gradients" if self.trainer._jit_grads else "none")  # pylint: disable=protected-access
+                                 optimizer=optimizer)
+    self.xla = self.trainer.xla
 
   def run(self, num_steps) -> float:
     t0 = time.perf_counter()
@@ -500,7 +498,8 @@ class _Plain:
     self.strategy = strategy
     with strategy.scope():
       self.model = models.VAE(config)
-      self.optimizer = steps.create_optimizer(config, 10**6)
+      # Keras' own optimizer, which sums the replicas' gradients in apply, as in the tutorial.
+      self.optimizer = steps.create_optimizer(config, 10**6, sums_over_replicas=True)
       self.optimizer.build(self.model.trainable_variables)
     step_fn = _plain_step_fn(config)
     if isinstance(strategy, tf.distribute.TPUStrategy):

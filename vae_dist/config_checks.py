@@ -135,6 +135,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.num_cpu_devices < 0:
     raise ConfigError("num_cpu_devices", f"must be >= 0, got {config.num_cpu_devices}.")
   _one_of(config, "mixed_precision", ("none", "bfloat16", "float16"))
+  if str(config.jit_compile).lower() not in ("auto", "true", "false"):
+    raise ConfigError("jit_compile", f"{config.jit_compile!r} is not one of 'auto' (XLA on GPUs, "
+                      "off on CPUs; TPUs always compile), 'true' or 'false'.")
   _positive(config, "steps_per_loop")
   for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
     _positive(config, field)

@@ -64,7 +64,6 @@ def base_config() -> ml_collections.ConfigDict:
       activation="relu")
   c.decoder.initial_channels = 32
   c.decoder.dense_activation = "relu"
-  c.sync_batch_norm = False  # BatchNorm statistics over the global batch instead of the replica's.
 
   # Objective.
   c.likelihood = "bernoulli"  # 'bernoulli' | 'gaussian'
@@ -97,7 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Multi-worker: how long a worker waits at start for all the others before it gives up.
   c.cluster_wait_seconds = 600
   c.steps_per_loop = 100  # Train steps inside one tf.function call.
-  c.jit_compile = True
+  # XLA for the train step: 'auto' (on for GPUs, off on CPUs where it is slower; TPUs compile
+  # every step whatever this says), 'true' or 'false'.
+  c.jit_compile = "auto"
   c.mixed_precision = "none"  # 'none' | 'bfloat16' | 'float16'
   c.deterministic = False  # tf.config.experimental.enable_op_determinism()
 

@@ -11,6 +11,7 @@ import ml_collections
 import tensorflow as tf
 
 from vae_dist.errors import ConfigError
+from vae_dist.errors import WorkdirError
 from vae_dist.errors import first_line
 
 
@@ -106,19 +107,77 @@ def _cluster_resolver():
   return tf.distribute.cluster_resolver.TFConfigClusterResolver()
 
 
+def tpu_address(config: ml_collections.ConfigDict) -> str:
+  """The TPU to connect to: config.tpu (--tpu), else $TPU_NAME, else 'local'.
+
+  'local' is the TPU attached to this VM (a Cloud TPU VM, single host), as Model Garden resolves
+  it; TPUClusterResolver(tpu=None) would instead ask for a name. A pod slice is driven by name
+  (or grpc:// address), which the launcher passes.
+  """
+  return config.tpu or os.environ.get("TPU_NAME", "") or "local"
+
+
 def _tpu_strategy(config):
-  where = config.tpu or os.environ.get("TPU_NAME") or "the local TPU VM"
+  address = tpu_address(config)
   try:
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu or None)
-    if config.tpu:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
+    # Only a remote TPU (a pod slice's name, a grpc:// address) is a cluster to connect to; the
+    # local TPU runs in this process (Model Garden's tpu_initialize does the same).
+    if address not in ("", "local"):
       tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (ValueError, RuntimeError, tf.errors.OpError) as e:
+    where = ("the local TPU of this VM (no --tpu, no $TPU_NAME)" if address == "local" else
+             f"TPU {address!r} (from {'--tpu' if config.tpu else '$TPU_NAME'})")
     raise ConfigError(
         "strategy",
-        f"'tpu' but no TPU is reachable at {where} ({first_line(e)}). Run on a Cloud TPU VM, pass "
-        "--tpu=NAME (or grpc://HOST:8470), or choose another strategy.") from None
+        f"'tpu' but no TPU is reachable: tried {where} and got: {first_line(e)}. On a Cloud TPU "
+        "VM check that no other process holds the TPU (/tmp/libtpu_lockfile); for a pod slice or "
+        "a remote TPU pass --tpu=NAME (or grpc://HOST:8470); elsewhere choose another "
+        "--config.strategy.") from None
   return tf.distribute.TPUStrategy(resolver)
+
+
+def local_paths_on_a_slice(config: ml_collections.ConfigDict, workdir: str, hosts: int):
+  """The first path every host of a `hosts`-host TPU slice reads that is not gs://, or None.
+
+  In TensorFlow's single-client model each TPU host runs its own share of the input pipeline, so
+  a data_dir on the first host's disk is missing on all the others, and checkpoints need a place
+  every host can write. Returns (flag, problem) for the user, or None.
+  """
+  if hosts <= 1:
+    return None
+  read = [("--workdir", workdir), ("--config.data_dir", config.data_dir)]
+  if config.manual_dir:
+    read.append(("--config.manual_dir", config.manual_dir))
+  if config.dataset == "image_folder":
+    read.append(("--config.image_folder", config.image_folder))
+  if config.restore_from and not str(config.restore_from).isdigit():
+    read.append(("--config.restore_from", config.restore_from))
+  for flag, path in read:
+    if not str(path).startswith("gs://"):
+      what = repr(path) if path else "empty (TFDS' default folder on this host's disk)"
+      return flag, (f"{flag} is {what}, but every host of this {hosts}-host TPU slice reads it; "
+                    "use a gs:// path.")
+  return None
+
+
+def check_shared_paths(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
+                       workdir: str) -> None:
+  """Refuses, before anything is created, a local path that every host of a TPU slice reads.
+
+  Raises:
+    ConfigError: naming the field (WorkdirError for --workdir).
+  """
+  if not isinstance(strategy, tf.distribute.TPUStrategy):
+    return
+  problem = local_paths_on_a_slice(config, workdir, num_input_pipelines(strategy))
+  if problem is None:
+    return
+  flag, message = problem
+  if flag == "--workdir":
+    raise WorkdirError(message)
+  raise ConfigError(flag.split(".", 1)[1], message)
 
 
 def _multi_worker_strategy(config):

@@ -63,3 +63,14 @@ def describe_storage_failure(error: BaseException) -> Optional[str]:
     return None
   return (f"a write failed ({what}). Committed checkpoints are unchanged; free space or fix "
           "the permissions, then start the same command again to resume.")
+
+
+class RunPreempted(Exception):
+  """The run saved a checkpoint and stopped early on a preemption notice: not an error, not done.
+
+  `main` exits with preemption.RESTARTABLE_EXIT_CODE so that launchers start it again.
+  """
+
+  def __init__(self, step: int):
+    self.step = step
+    super().__init__(f"stopped at step {step} on a preemption notice")

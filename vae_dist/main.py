@@ -32,6 +32,9 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join("runs", config.name)
   try:
     train.train_and_evaluate(config, workdir)
+  except errors.RunPreempted:
+    from vae_dist import preemption  # pylint: disable=g-import-not-at-top
+    sys.exit(preemption.RESTARTABLE_EXIT_CODE)  # Saved; launchers start it again.
   except errors.VaeDistError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)

@@ -21,7 +21,38 @@ def _activation_layer(name: str):
   return keras.layers.Activation(name)
 
 
-def _block(conv_cls, filters, kernel, stride, stack, synchronized_bn):
+class GlobalBatchNormalization(keras.layers.BatchNormalization):
+  """BatchNormalization whose batch statistics are those of the global batch.
+
+  Per-replica statistics would make training depend on how the global batch is split (1 replica
+  of 16 normalises differently from 2 of 8) and let each replica's moving averages drift apart,
+  while checkpoints keep only the first replica's. Here every replica normalises with the moments
+  of the whole global batch, so all replicas compute the same moving statistics and the run is
+  the same on 1, 2 or 64 replicas. The sum, the sum of squares and the count travel in ONE
+  all-reduce per layer (Keras' synchronized=True sends three); its gradient is one more in the
+  backward pass. With one replica the all-reduce is the identity, and the same formula runs.
+  Variables and their names are BatchNormalization's, so checkpoints load either way.
+  """
+
+  def _moments(self, inputs, mask):
+    if mask is not None:
+      raise ValueError("GlobalBatchNormalization does not take a mask.")
+    axes = self._reduction_axes
+    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), inputs.dtype)
+    local = tf.concat([tf.reduce_sum(inputs, axis=axes),
+                       tf.reduce_sum(tf.square(inputs), axis=axes),
+                       count[None]], axis=0)
+    ctx = tf.distribute.get_replica_context()
+    total = local if ctx is None else ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    channels = inputs.shape[self.axis]
+    sums, squares, n = total[:channels], total[channels:2 * channels], total[-1]
+    mean = sums / n
+    # E[x^2] - E[x]^2 in float32 (Keras upcasts bfloat16/float16 inputs before this point).
+    variance = tf.maximum(squares / n - tf.square(mean), 0.0)
+    return mean, variance
+
+
+def _block(conv_cls, filters, kernel, stride, stack):
   """A conv layer with its normalisation and activation, as a list of Keras layers.
 
   Without normalisation a plain activation is fused into the conv, which is how the tutorial
@@ -30,9 +61,13 @@ def _block(conv_cls, filters, kernel, stride, stack, synchronized_bn):
   if stack.norm == "none" and stack.activation in ("relu", "none"):
     act = None if stack.activation == "none" else stack.activation
     return [conv_cls(filters, kernel, strides=stride, padding=stack.padding, activation=act)]
-  layers = [conv_cls(filters, kernel, strides=stride, padding=stack.padding)]
   if stack.norm == "batch":
-    layers.append(keras.layers.BatchNormalization(synchronized=synchronized_bn))
+    # No bias: BatchNorm subtracts the mean right after, so a bias would have a gradient of
+    # exactly zero plus rounding noise, which Adam turns into steps of +-learning_rate.
+    layers = [conv_cls(filters, kernel, strides=stride, padding=stack.padding, use_bias=False),
+              GlobalBatchNormalization()]
+  else:
+    layers = [conv_cls(filters, kernel, strides=stride, padding=stack.padding)]
   act = _activation_layer(stack.activation)
   if act is not None:
     layers.append(act)
@@ -48,7 +83,7 @@ def build_encoder(config: ml_collections.ConfigDict) -> keras.Sequential:
   enc = config.encoder
   layers = [keras.Input(shape=(config.image_size, config.image_size, config.channels))]
   for filters, kernel, stride in zip(enc.filters, enc.kernel_sizes, enc.strides):
-    layers += _block(keras.layers.Conv2D, filters, kernel, stride, enc, config.sync_batch_norm)
+    layers += _block(keras.layers.Conv2D, filters, kernel, stride, enc)
   # One dense layer gives mean and log-variance side by side.
   layers += [keras.layers.Flatten(), keras.layers.Dense(2 * config.latent_dim)]
   return keras.Sequential(layers, name="encoder")
@@ -72,8 +107,7 @@ def build_decoder(config: ml_collections.ConfigDict) -> keras.Sequential:
           keras.layers.Conv2DTranspose(
               filters, kernel, strides=stride, padding=dec.padding, dtype="float32"))
     else:
-      layers += _block(keras.layers.Conv2DTranspose, filters, kernel, stride, dec,
-                       config.sync_batch_norm)
+      layers += _block(keras.layers.Conv2DTranspose, filters, kernel, stride, dec)
   return keras.Sequential(layers, name="decoder")
 
 

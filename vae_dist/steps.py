@@ -4,6 +4,8 @@ Everything here works the same under every tf.distribute strategy: a per-replica
 `strategy.run`, metric sums kept in ON_READ/SUM variables (each replica adds to its own copy; reading
 in cross-replica context sums them), so the host loop never adds a device-to-host sync per step.
 """
+from typing import NamedTuple
+
 import ml_collections
 import tensorflow as tf
 
@@ -14,8 +16,56 @@ keras = tf.keras
 TRAIN_SUMS = ("loss", "recon", "kl", "elbo", "examples", "grad_norm", "steps", "skipped")
 
 
-def create_optimizer(config: ml_collections.ConfigDict, total_steps: int):
-  """The Keras optimizer with the config's schedule (and loss scaling for float16)."""
+class _ReducedGradients:
+  """Mixin for Keras optimizers that are handed gradients already summed over replicas, and that
+  cost no cross-replica traffic besides those gradients.
+
+  Keras 3's TensorFlow optimizer all-reduces the gradients inside `apply` whenever it runs in a
+  replica context. The train step has reduced them once already (the norm, the clipping and the
+  finiteness check need the global-batch gradient), so a second sum would double the traffic
+  over NCCL / ICI / the data-centre network. Keras offers no public switch for this (Keras 2 had
+  `experimental_aggregate_gradients=False`); this override of its one reduction hook is listed
+  with the other private APIs in BUILD_NOTES.md, and tests/test_replicas.py counts the
+  all-reduces of a traced step, so a Keras upgrade that bypasses it fails there.
+  """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    # Keras counts its updates in a mirrored variable that every replica increments, which
+    # MirroredStrategy turns into a broadcast from the first device at every step. A replica-local
+    # variable holds the same number (every replica applies every update) at no traffic. It goes
+    # inside the same Keras variable, so tracking and checkpoints see no difference.
+    counter = self._iterations
+    counter._value = tf.Variable(  # pylint: disable=protected-access
+        tf.zeros([], counter.dtype), trainable=False, name="iteration",
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+  def _all_reduce_sum_gradients(self, grads_and_vars):
+    return list(grads_and_vars)
+
+
+class _PRE_REDUCED:  # pylint: disable=invalid-name
+  """The optimizers create_optimizer offers, taking gradients already summed over replicas."""
+
+  class Adam(_ReducedGradients, keras.optimizers.Adam):
+    pass
+
+  class AdamW(_ReducedGradients, keras.optimizers.AdamW):
+    pass
+
+  class SGD(_ReducedGradients, keras.optimizers.SGD):
+    pass
+
+
+def create_optimizer(config: ml_collections.ConfigDict, total_steps: int, *,
+                     sums_over_replicas: bool = False):
+  """The Keras optimizer with the config's schedule (and loss scaling for float16).
+
+  By default it applies the gradients it is given as they are: the Trainer passes gradients
+  already summed over replicas (see _ReducedGradients). sums_over_replicas=True gives Keras' own
+  classes, which sum per-replica gradients inside `apply` (the benchmark's tutorial loop).
+  """
   lr = config.learning_rate
   if config.lr_schedule == "cosine":
     lr = keras.optimizers.schedules.CosineDecay(
@@ -25,15 +75,36 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int):
         warmup_steps=config.warmup_steps)
   elif config.warmup_steps:
     lr = _LinearWarmup(lr, config.warmup_steps)
+  optimizers = keras.optimizers if sums_over_replicas else _PRE_REDUCED
   if config.optimizer == "adam":
-    opt = keras.optimizers.Adam(lr)
+    opt = optimizers.Adam(lr)
   elif config.optimizer == "adamw":
-    opt = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    opt = optimizers.AdamW(lr, weight_decay=config.weight_decay)
   else:
-    opt = keras.optimizers.SGD(lr, momentum=0.9)
+    opt = optimizers.SGD(lr, momentum=0.9)
   if config.mixed_precision == "float16":
     opt = keras.optimizers.LossScaleOptimizer(opt)
   return opt
+
+
+def use_xla(jit_compile: str, strategy: tf.distribute.Strategy) -> bool:
+  """Whether the trainer wraps its steps in XLA (config.jit_compile: 'auto', 'true', 'false').
+
+  'auto' compiles on GPUs and not on CPUs, where XLA's convolutions are slower than oneDNN's
+  (tutorial model at batch 32: 0.81-0.90x the speed of the tutorial's own loop with XLA, 1.17x
+  without; BUILD_NOTES.md "Speed"). TPUStrategy compiles every step itself and must not get
+  jit_compile, so the answer there is False whatever the setting.
+  """
+  if isinstance(strategy, tf.distribute.TPUStrategy):
+    return False
+  setting = str(jit_compile).lower()
+  if setting != "auto":
+    return setting == "true"
+  try:
+    devices = list(strategy.extended.worker_devices)
+  except RuntimeError:  # The default strategy: TensorFlow's own placement.
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")[:1]]
+  return any("GPU" in d.upper() for d in devices)
 
 
 class _LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
@@ -84,29 +155,47 @@ class MetricSums:
 
 
 def _replica_local_int(value: int, name: str) -> tf.Variable:
-  """An int64 scalar that each replica updates on its own copy; reads give the first replica's."""
+  """An int64 scalar that each replica updates on its own copy; reads give the first replica's.
+
+  Used for values every replica computes alike (the step, counters of non-finite steps): each
+  replica writes its own copy, so keeping them costs no cross-replica traffic, and the copies
+  stay equal because every replica runs every step on the same all-reduced numbers. Checkpoints
+  save the first copy and restore it into all of them.
+  """
   return tf.Variable(
       tf.constant(value, tf.int64), trainable=False,
       synchronization=tf.VariableSynchronization.ON_READ,
       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name=name)
 
 
-def noise_for_replica(seed: int, step, global_batch: int, latent_dim: int):
+def create_step_counter() -> tf.Variable:
+  """The train step counter; create it in strategy.scope().
+
+  Advanced by each replica inside the replica step, as Orbit does, instead of being written
+  from the host loop: a mirrored counter written there is broadcast from the first device at
+  every step. It is the whole random state of a run (noise, shuffling, binarisation).
+  """
+  return _replica_local_int(0, "step")
+
+
+def noise_for_replica(seed: int, step, global_batch: int, latent_dim: int, replica_id,
+                      num_replicas: int):
   """This replica's slice of the step's global-batch noise.
 
   All replicas draw the same [global_batch, latent] stateless noise from (seed, step) and take
   their own rows, so training does not depend on how the global batch is split across replicas,
   XLA ignores no seed (stateless ops), and a resumed run draws exactly the noise it would have.
-  It is drawn outside XLA (see Trainer): XLA's stateless generators give other numbers than the
-  TensorFlow kernels for the same seed, and the noise must not depend on jit_compile.
+  `replica_id` may be a Python int (MirroredStrategy) or a tensor known only at run time (TPU);
+  the slice has a static size either way. Outside TPUs it is drawn outside XLA (see Trainer):
+  XLA's stateless generators give other numbers than the TensorFlow kernels for the same seed,
+  and the noise must not depend on jit_compile.
   """
-  ctx = tf.distribute.get_replica_context()
-  per_replica = global_batch // ctx.num_replicas_in_sync
+  per_replica = global_batch // num_replicas
   full = tf.random.stateless_normal([global_batch, latent_dim],
                                     seed=tf.stack([tf.constant(seed, tf.int64), step]),
                                     alg="philox")
-  start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * per_replica
-  return full[start:start + per_replica]
+  start = tf.cast(replica_id, tf.int32) * per_replica
+  return tf.slice(full, tf.stack([start, 0]), [per_replica, latent_dim])
 
 
 def kl_weight(config: ml_collections.ConfigDict, step):
@@ -114,6 +203,15 @@ def kl_weight(config: ml_collections.ConfigDict, step):
     return tf.constant(config.beta, tf.float32)
   frac = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / config.kl_warmup_steps)
   return config.beta * frac
+
+
+class LoopStatus(NamedTuple):
+  """What one host loop reports, read from the device in one transfer."""
+  step: int  # The step counter after the loop.
+  # The step at which non-finite values end the run, or -1: the first non-finite step when
+  # skip_nonfinite_steps is 0, else the last of that many consecutive ones.
+  nonfinite_stop: int
+  skipped: int  # Non-finite steps skipped so far in this process (skip_nonfinite_steps > 0).
 
 
 class Trainer:
@@ -124,51 +222,50 @@ class Trainer:
     strategy: the tf.distribute strategy everything was created under.
     model: a models.VAE created in strategy.scope().
     optimizer: created by create_optimizer in strategy.scope() and built on the model's variables.
-    step: int64 tf.Variable counting train steps (created in strategy.scope()).
+    step: the step counter from create_step_counter() (created in strategy.scope()); None
+      creates one.
   """
 
-  def __init__(self, *, config, strategy, model, optimizer, step):
+  def __init__(self, *, config, strategy, model, optimizer, step=None):
     self.config = config
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
-    self.step = step
     self.global_batch = config.batch_size
     latent = config.latent_dim
     with strategy.scope():
+      self.step = step if step is not None else create_step_counter()
       self.train_sums = MetricSums({name: [] for name in TRAIN_SUMS} | {"kl_per_dim": [latent]})
       self.eval_sums = MetricSums({
           "recon": [], "kl": [], "elbo": [], "examples": [], "kl_per_dim": [latent]})
       # The first step whose loss or gradients were not finite (-1: none so far).
-      self.first_nonfinite_step = tf.Variable(
-          tf.constant(-1, tf.int64), trainable=False,
-          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name="first_nonfinite_step")
+      self.first_nonfinite_step = _replica_local_int(-1, "first_nonfinite_step")
       # config.skip_nonfinite_steps: the current run of non-finite steps, the steps skipped so
-      # far, and the step that ended a run of skip_limit of them (-1: none yet). Every replica
-      # computes the same values from all-reduced numbers, so replica-local copies stay equal
-      # without a cross-replica sync per step.
+      # far, and the step that ended a run of skip_limit of them (-1: none yet).
       self.nonfinite_streak = _replica_local_int(0, "nonfinite_streak")
       self.skipped_steps = _replica_local_int(0, "skipped_steps")
       self.skip_stop_step = _replica_local_int(-1, "skip_stop_step")
+    if self.step.synchronization != tf.VariableSynchronization.ON_READ:
+      raise ValueError("Trainer needs the step counter of steps.create_step_counter().")
     self._loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     # float16's LossScaleOptimizer skips overflow steps itself (and halves its scale).
     self.skip_limit = 0 if self._loss_scaled else config.skip_nonfinite_steps
     self._skipped_reported = 0
 
     num_replicas = strategy.num_replicas_in_sync
-    # XLA: the whole replica step on one replica; with several replicas the all-reduce and the
+    # XLA: the whole replica update on one replica; with several replicas the all-reduce and the
     # optimizer update on mirrored variables cannot live inside one XLA cluster on TF 2.21
-    # ("resource on CPU:1 from CPU:0"), so only the loss-and-gradient part is compiled. TPUStrategy
-    # compiles everything itself and must not get jit_compile.
-    is_tpu = isinstance(strategy, (tf.distribute.TPUStrategy,))
-    self._jit_whole_step = config.jit_compile and num_replicas == 1 and not is_tpu
-    self._jit_grads = config.jit_compile and num_replicas > 1 and not is_tpu
+    # ("resource on CPU:1 from CPU:0"), so only the loss-and-gradient part is compiled. Under
+    # TPUStrategy use_xla is False: the TPU compiles the whole replica step itself.
+    xla = use_xla(config.jit_compile, strategy)
+    self.xla = ("whole replica update" if xla and num_replicas == 1 else
+                "loss and gradients" if xla else "none")
     grads_fn = self._loss_and_grads
-    if self._jit_grads:
+    if xla and num_replicas > 1:
       grads_fn = tf.function(grads_fn, jit_compile=True)
     self._grads_fn = grads_fn
     update = self._update
-    if self._jit_whole_step:
+    if xla and num_replicas == 1:
       update = tf.function(update, jit_compile=True)
     self._update_fn = update
     self.train_loop = tf.function(self._train_loop)
@@ -197,10 +294,19 @@ class Trainer:
     }
     return grads, sums
 
-  def _replica_step(self, images, step):
-    # Never compiled: the noise comes from the TensorFlow kernels whatever jit_compile says.
-    eps = noise_for_replica(self.config.seed, step, self.global_batch, self.config.latent_dim)
+  def replica_step(self, images):
+    """One train step on this replica's share of the global batch; advances the step counter.
+
+    Outside TPUs never compiled as a whole: the noise comes from the TensorFlow kernels whatever
+    jit_compile says. TPUStrategy compiles all of it (tests/test_replicas.py compiles it with XLA
+    on the CPU the same way).
+    """
+    ctx = tf.distribute.get_replica_context()
+    step = self.step.read_value()  # This replica's own copy: no cross-replica read.
+    eps = noise_for_replica(self.config.seed, step, self.global_batch, self.config.latent_dim,
+                            ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync)
     self._update_fn(images, eps, kl_weight(self.config, step), step)
+    self.step.assign_add(1)
 
   def _update(self, images, eps, beta, step):
     config = self.config
@@ -217,10 +323,9 @@ class Trainer:
       grads, _ = tf.clip_by_global_norm(grads, config.grad_clip_norm, use_norm=norm)
     # Computed from reduced values only, so every replica takes the same view.
     finite = tf.logical_and(tf.math.is_finite(norm), tf.math.is_finite(loss))
-    # The Keras optimizer sums gradients over replicas once more; hand it each replica's share of
-    # the already-reduced sum so that second sum restores it (public API only, no private hooks).
+    # The optimizer applies these summed gradients as they are (create_optimizer).
+    self._apply(ctx, grads, finite)
     share = 1.0 / ctx.num_replicas_in_sync
-    self._apply(ctx, [g * share for g in grads], finite)
     # Replica-identical values are added as shares so that the sum over replicas counts them once.
     sums["grad_norm"] = norm * share
     sums["examples"] = tf.cast(tf.shape(images)[0], tf.float32)
@@ -274,28 +379,25 @@ class Trainer:
     stop = tf.logical_and(streak >= self.skip_limit, self.skip_stop_step < 0)
     self.skip_stop_step.assign(tf.where(stop, step, self.skip_stop_step))
 
-  def nonfinite_stop_step(self) -> int:
-    """The step at which non-finite values end the run, or -1; read between host loops.
-
-    The first non-finite step when skip_limit is 0, else the last of skip_limit consecutive ones.
-    """
-    if not self.skip_limit:
-      return int(self.first_nonfinite_step.numpy())
-    return int(self.skip_stop_step.numpy())
-
-  def new_skipped_steps(self) -> int:
-    """Steps skipped since the previous call; read between host loops."""
-    if not self.skip_limit:
-      return 0
-    total = int(self.skipped_steps.numpy())
-    new, self._skipped_reported = total - self._skipped_reported, total
+  def new_skipped_steps(self, status: "LoopStatus") -> int:
+    """Steps skipped since the previous call, from the status of the loop just run."""
+    new, self._skipped_reported = status.skipped - self._skipped_reported, status.skipped
     return new
 
   def _train_loop(self, iterator, num_steps):
+    """num_steps train steps; returns [step, non-finite stop step, steps skipped so far].
+
+    The host reads that one small tensor per loop: the loop's only device-to-host sync.
+    """
     for _ in tf.range(num_steps):
-      images = next(iterator)["image"]
-      self.strategy.run(self._replica_step, args=(images, self.step.read_value()))
-      self.step.assign_add(1)
+      self.strategy.run(self.replica_step, args=(next(iterator)["image"],))
+    stop = self.skip_stop_step if self.skip_limit else self.first_nonfinite_step
+    return tf.stack([self.step.read_value(), stop.read_value(), self.skipped_steps.read_value()])
+
+  def run_loop(self, iterator, num_steps: int) -> "LoopStatus":
+    """Runs num_steps train steps and waits for them; what the host loop needs to go on."""
+    return LoopStatus(*(int(v) for v in self.train_loop(iterator, tf.constant(num_steps,
+                                                                            tf.int32)).numpy()))
 
   # ---- evaluation -----------------------------------------------------------------------------
 

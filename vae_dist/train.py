@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import time
 
 from absl import logging
@@ -22,11 +21,14 @@ from vae_dist import distribution
 from vae_dist import fileio
 from vae_dist import input_pipeline
 from vae_dist import models
+from vae_dist import preemption
 from vae_dist import run_summaries
 from vae_dist import steps
 from vae_dist import workdir_lock
 from vae_dist.errors import CheckpointError
+from vae_dist.errors import RunPreempted
 from vae_dist.errors import TrainingError
+from vae_dist.errors import VaeDistError
 from vae_dist.errors import WorkdirError
 
 
@@ -46,34 +48,22 @@ def _set_precision(config):
   tf.keras.mixed_precision.set_global_policy(policy[config.mixed_precision])
 
 
-class _Preemption:
-  """Turns SIGTERM (what Cloud TPU and spot VMs send) into "save and stop at the next boundary"."""
+def _check_tensorflow_version():
+  """setup.py asks for TF 2.20-2.21, but an image's own TF (VAE_DIST_TF_PROVIDED=1) may be older."""
+  version = tuple(int(p) for p in re.findall(r"\d+", tf.__version__)[:2])
+  if version < (2, 20):
+    raise VaeDistError(
+        f"TensorFlow {tf.__version__} is too old: vae_dist needs 2.20 or newer (its Keras 3 "
+        "traps are handled for 2.20-2.21). On a TPU VM install the `tpu` extra "
+        "(tensorflow-tpu 2.20); see BUILD_NOTES.md, 'TPU VMs: the table'.")
 
-  def __init__(self):
-    self.requested = False
-    self._previous = None
 
-  def install(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # Not the main thread (e.g. inside a test runner thread).
-      pass
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM received: saving a checkpoint at the next step boundary.")
-    self.requested = True
-
-  def agreed(self, strategy) -> bool:
-    """True when any worker was asked to stop; every worker gets the same answer."""
-    if distribution.num_input_pipelines(strategy) == 1:
-      return self.requested
-    # One scalar all-reduce per host loop, so that all workers stop at the same step.
-    return distribution.sum_over_workers(strategy, float(self.requested)) > 0
-
-  def uninstall(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+def _stop_agreed(watch: preemption.PreemptionWatch, strategy) -> bool:
+  """True when any worker was told to stop; every worker gets the same answer."""
+  if distribution.num_input_pipelines(strategy) == 1:
+    return watch.requested
+  # One scalar all-reduce per host loop, so that all workers stop at the same step.
+  return distribution.sum_over_workers(strategy, float(watch.requested)) > 0
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -84,18 +74,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Raises:
     VaeDistError (ConfigError, DataError, TrainingError, ...) with a message for the user.
+    RunPreempted: the run saved and stopped early on a preemption notice; start it again.
   """
+  _check_tensorflow_version()
   config_checks.validate(config)
   distribution.configure_host_devices(config)
   strategy = distribution.create_strategy(config)
   distribution.check_batch(config, strategy)
+  distribution.check_shared_paths(config, strategy, workdir)
   chief = distribution.is_chief(strategy)
   for line in distribution.describe(config, strategy):
     logging.info(line)
   _set_precision(config)
-  # Python, NumPy, TensorFlow and Keras seeds: the initial weights depend on config.seed only.
-  # Everything random after that is stateless and seeded explicitly (noise, shuffle, binarising).
-  tf.keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
 
@@ -133,14 +123,20 @@ def _train(config, workdir, strategy, chief, builder) -> dict:
   """The run itself, once the config, devices, data and workdir are known to be usable."""
   total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
 
+  # Python, NumPy, TensorFlow and Keras seeds, set right before the weights are drawn: preparing
+  # a data set draws from them too, so seeding earlier gave a run that prepared its data other
+  # initial weights than the same run on prepared data. Everything random after this is
+  # stateless and seeded explicitly (noise, shuffle, binarising).
+  tf.keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     model = models.VAE(config)
     optimizer = steps.create_optimizer(config, total_steps)
     # Built here, inside the scope and before any traced step, so its slots are mirrored.
     optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    step = steps.create_step_counter()
   trainer = steps.Trainer(
       config=config, strategy=strategy, model=model, optimizer=optimizer, step=step)
+  logging.info("XLA: %s.", trainer.xla)
   # The step is the whole random state: latent noise, shuffling and binarisation derive from it.
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
   manager = checkpointing.CheckpointManager(
@@ -182,8 +178,8 @@ def _train(config, workdir, strategy, chief, builder) -> dict:
       "vae_dist_version": vae_dist.__version__,
       "config_hash": config_hash(config),
   }
-  preemption = _Preemption()
-  preemption.install()
+  watch = preemption.PreemptionWatch(address=preemption.metadata_address())
+  watch.start()
   logging.info("Training from step %d to %d (%d steps per host loop).", start_step, total_steps,
                config.steps_per_loop)
   eval_metrics = {}
@@ -196,15 +192,15 @@ def _train(config, workdir, strategy, chief, builder) -> dict:
       summaries.profile(current, profile_dir)
       n = min(config.steps_per_loop, total_steps - current)
       timer.start()
-      trainer.train_loop(train_iter, tf.constant(n, tf.int32))
-      current = int(step.numpy())  # The only host sync of a loop.
+      status = trainer.run_loop(train_iter, n)  # The only host sync of a loop.
+      current = status.step
       timer.stop(current, n)
       # Non-finite steps: with config.skip_nonfinite_steps they are skipped and reported, and
       # the run stops only at that many in a row; with 0, at the first one.
-      skipped = trainer.new_skipped_steps()
+      skipped = trainer.new_skipped_steps(status)
       if skipped:
         logging.warning("Skipped %d non-finite steps up to step %d.", skipped, current)
-      bad = trainer.nonfinite_stop_step()
+      bad = status.nonfinite_stop
       if bad >= 0 and trainer.skip_limit:
         raise TrainingError(
             f"the loss or its gradients were NaN or Inf at {trainer.skip_limit} consecutive "
@@ -230,7 +226,7 @@ def _train(config, workdir, strategy, chief, builder) -> dict:
         eval_metrics, kl_dims = trainer.evaluate(eval_data, eval_steps)
         summaries.eval(current, eval_metrics, kl_dims, time.perf_counter() - t0)
         last_eval_step = current
-      stop = preemption.agreed(strategy)
+      stop = _stop_agreed(watch, strategy)
       if current % config.checkpoint_every_steps == 0 or done or stop:
         metadata = dict(metadata_base)
         if last_eval_step == current:
@@ -238,7 +234,9 @@ def _train(config, workdir, strategy, chief, builder) -> dict:
         manager.save(current, checkpoint, metadata)
       summaries.flush()
       if stop:
-        logging.warning("Stopped at step %d after SIGTERM; start again to resume.", current)
+        logging.warning("Stopped at step %d after %s; start again to resume (exit status %d).",
+                        current, watch.reason or "another worker's preemption notice",
+                        preemption.RESTARTABLE_EXIT_CODE)
         break
     if last_eval_step != current:  # A run resumed at its last step: report where it is.
       eval_metrics, _ = trainer.evaluate(eval_data, eval_steps)
@@ -255,10 +253,12 @@ def _train(config, workdir, strategy, chief, builder) -> dict:
     try:
       manager.wait_until_finished()  # Raises if the last save failed (a full disk, ...).
     finally:
-      preemption.uninstall()
+      watch.stop()
       summaries.close(timer.train_seconds)
   if chief:
     _report(workdir, eval_metrics, current, total_steps)
+  if current < total_steps:
+    raise RunPreempted(current)
   return eval_metrics
 
 

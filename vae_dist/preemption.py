@@ -1,0 +1,107 @@
+"""Notice that this machine is about to go away: SIGTERM, and on Google Cloud the metadata server.
+
+A run that gets a notice saves a checkpoint at the next host-loop boundary and exits with
+RESTARTABLE_EXIT_CODE, so launchers (launch/tpu_vm.py, launch/multiworker.py, Slurm, Kubernetes)
+start it again instead of taking it for a finished run.
+
+Spot and preemptible VMs, Cloud TPU VMs included, are told through their metadata server
+(`instance/preempted` turns TRUE; a host about to be stopped for maintenance shows
+`instance/maintenance-event` = TERMINATE_ON_HOST_MAINTENANCE) as well as by the SIGTERM of the
+guest shutdown, which may come late. TensorFlow's PreemptionCheckpointHandler watches the
+metadata server only on GCE GPU hosts (on TPU and CPU hosts it logs that it is unsupported and
+does nothing, TF 2.21), so the watch is done here. The server's address is TensorFlow's:
+$GCE_METADATA_IP (host[:port]), else metadata.google.internal on a Google Cloud VM.
+"""
+import os
+import signal
+import threading
+import urllib.error
+import urllib.request
+
+from absl import logging
+
+# What TensorFlow's own preemption handler exits with on Google Cloud: "stopped, start again".
+RESTARTABLE_EXIT_CODE = 143
+
+_NOTICES = (("instance/preempted", "TRUE"),
+            ("instance/maintenance-event", "TERMINATE_ON_HOST_MAINTENANCE"))
+
+
+def metadata_address(environ=os.environ, product_name_file="/sys/class/dmi/id/product_name"):
+  """host[:port] of the metadata server, or None off Google Cloud."""
+  address = environ.get("GCE_METADATA_IP") or environ.get("GCE_METADATA_HOST")
+  if address:
+    return address
+  try:
+    with open(product_name_file) as f:
+      if "Google" in f.read():
+        return "metadata.google.internal"
+  except OSError:
+    pass
+  return None
+
+
+def read_notice(address: str, timeout: float = 2.0):
+  """The metadata server's preemption or maintenance notice ('preempted', ...), or None."""
+  for key, value in _NOTICES:
+    request = urllib.request.Request(f"http://{address}/computeMetadata/v1/{key}",
+                                     headers={"Metadata-Flavor": "Google"})
+    try:
+      with urllib.request.urlopen(request, timeout=timeout) as response:
+        if response.read().decode().strip() == value:
+          return key.rsplit("/", 1)[-1]
+    except (urllib.error.URLError, OSError, ValueError):
+      continue  # No answer is no notice; the next poll asks again.
+  return None
+
+
+class PreemptionWatch:
+  """Turns SIGTERM and the metadata server's notices into "save and stop at the next boundary".
+
+  Args (keyword-only):
+    address: the metadata server (metadata_address()); None watches SIGTERM only.
+    poll_seconds: how often the metadata server is asked.
+  """
+
+  def __init__(self, *, address=None, poll_seconds: float = 5.0):
+    self.reason = None  # 'SIGTERM', 'preempted' or 'maintenance-event' once noticed.
+    self._address = address
+    self._poll_seconds = poll_seconds
+    self._previous = None
+    self._done = threading.Event()
+    self._thread = None
+
+  @property
+  def requested(self) -> bool:
+    return self.reason is not None
+
+  def start(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    except ValueError:  # Not the main thread (e.g. inside a test runner thread).
+      pass
+    if self._address:
+      logging.info("Watching the metadata server at %s for preemption notices.", self._address)
+      self._thread = threading.Thread(target=self._poll, name="preemption-watch", daemon=True)
+      self._thread.start()
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint at the next step boundary.")
+    self.reason = self.reason or "SIGTERM"
+
+  def _poll(self):
+    while True:
+      notice = read_notice(self._address)
+      if notice:
+        logging.warning("The metadata server announces %s: saving a checkpoint at the next "
+                        "step boundary.", notice)
+        self.reason = self.reason or notice
+        return
+      if self._done.wait(self._poll_seconds):
+        return
+
+  def stop(self):
+    self._done.set()
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
