@@ -128,14 +128,11 @@ def build(folder: str, builder, split: str, tfds_files: Sequence[str],
   image_feature = builder.info.features["image"]
   no_decode = {"image": tfds.decode.SkipDecoding()}
 
-  def one_file(start, count):
-    # A range inside one TFDS file is read front to back: the file's own order.
-    return builder.as_dataset(split=f"{split}[{start}:{start + count}]", shuffle_files=False,
-                              decoders=no_decode)
-
-  ds = one_file(*wanted[0][1:])
-  for _, start, count in wanted[1:]:
-    ds = ds.concatenate(one_file(start, count))
+  # One read of every wanted file, front to back in file order (a sum of per-file ranges read
+  # one file at a time): one TFDS dataset instead of one per file, which costs ~0.3 s each.
+  ranges = "+".join(f"{split}[{start}:{start + count}]" for _, start, count in wanted)
+  ds = builder.as_dataset(split=ranges, shuffle_files=False, decoders=no_decode,
+                          read_config=tfds.ReadConfig(interleave_cycle_length=1))
   ds = ds.map(lambda example: transform(image_feature.decode_example(example["image"])),
               num_parallel_calls=num_threads, deterministic=True)
   rows = iter(ds.batch(32).prefetch(2).as_numpy_iterator())
