@@ -206,3 +206,15 @@ def test_two_processes_build_the_same_cache_at_once_and_agree(prepared, tmp_path
                                                              cache_dir=str(tmp_path / "c")))
   assert len(_cache_files(folder)) == 32
   assert not [f for f in os.listdir(folder) if ".tmp-" in f]
+
+
+def test_cache_fields_are_checked_with_one_line_errors():
+  from vae_dist import config_checks  # pylint: disable=g-import-not-at-top
+  from vae_dist.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  for field, value in (("cache", "disc"), ("cache_max_bytes", -1), ("input_parallelism", -2),
+                       ("prefetch_batches", -1)):
+    config = load_config("cartoon", "smoke")
+    config[field] = value
+    with pytest.raises(ConfigError) as e:
+      config_checks.validate(config)
+    assert str(e.value).startswith(f"config.{field}:") and "\n" not in str(e.value)

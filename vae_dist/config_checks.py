@@ -104,9 +104,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   limit = config.cache_max_bytes
   if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
     raise ConfigError("cache_max_bytes", f"must be an integer >= 0, got {limit!r}.")
-  if not isinstance(config.cache_dir, str):
-    raise ConfigError("cache_dir", f"must be a folder path (local or gs://), got "
-                      f"{config.cache_dir!r}.")
+  for field in ("input_parallelism", "prefetch_batches"):
+    value = config[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ConfigError(field, f"must be an integer >= 0 (0: automatic), got {value!r}.")
   _positive(config, "shuffle_buffer")
   _positive(config, "latent_dim")
   if not isinstance(config.latent_dim, int):

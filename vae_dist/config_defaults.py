@@ -44,6 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.cache = "auto"
   c.cache_max_bytes = 2 * 1024**3
   c.cache_dir = ""  # Where cache='disk' keeps them; '' = <data_dir>/model_size_cache.
+  c.input_parallelism = 0  # Train images decoded/read/batched at once per host; 0 = every core.
+  c.prefetch_batches = 0  # Batches prepared ahead of the train step per host; 0 = tf.data's own.
   c.skip_corrupt_images = False
   c.eval_num_examples = -1  # -1: the whole eval split.
 

@@ -167,7 +167,7 @@ def _read_train_shard(builder, config, instructions_and_more, cache: str):
     return _read_disk_cache(builder, config, instructions)
   ds = builder.as_dataset(split=sub, shuffle_files=False, read_config=read_config)
   return ds.map(lambda example: to_model_size(example["image"], config),
-                num_parallel_calls=AUTOTUNE)
+                num_parallel_calls=parallel_calls(config))
 
 
 def _read_disk_cache(builder, config, instructions):
@@ -188,7 +188,7 @@ def _read_disk_cache(builder, config, instructions):
   return model_size_cache.read(folder, instructions,
                                [config.image_size, config.image_size, config.channels],
                                cycle_length=cycle, block_length=block,
-                               num_parallel_calls=AUTOTUNE)
+                               num_parallel_calls=parallel_calls(config))
 
 
 def disk_cache_folder(builder, config: ml_collections.ConfigDict) -> str:
@@ -197,6 +197,15 @@ def disk_cache_folder(builder, config: ml_collections.ConfigDict) -> str:
       builder, config.train_split, image_size=config.image_size, channels=config.channels,
       crop=config.crop, resize_method=config.resize_method,
       root=expand_path(config.cache_dir))
+
+
+def parallel_calls(config: ml_collections.ConfigDict) -> int:
+  """Elements the train pipeline's parallel stages work on at once (config.input_parallelism).
+
+  0 means one per usable core. tf.data's AUTOTUNE would mean at most 16 here, because the
+  pipeline runs with autotuning off (see _fixed_parallelism): too few for a TPU host's 200+ cores.
+  """
+  return config.input_parallelism if config.input_parallelism > 0 else usable_cores()
 
 
 def usable_cores() -> int:
@@ -261,15 +270,20 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
     # Positions in this pipeline's stream, counted from its very start: a resumed run skips to
     # the same position, and batches keep the same boundaries (consumed is a batch multiple).
     out = out.enumerate(start=start_epoch * count).skip(offset)
-    out = out.batch(per_replica, drop_remainder=True)
+    # Batches are copied together in parallel (the copy is most of a cached image's cost at
+    # 256x256); the order and contents stay those of the sequential batch.
+    calls = parallel_calls(config)
+    out = out.batch(per_replica, drop_remainder=True, num_parallel_calls=calls,
+                    deterministic=True)
     # Scaling and binarisation on whole batches (vectorised); the dynamic draw of a batch is
     # seeded by the stream position of its first example.
     out = out.map(
         lambda positions, images: {
             "image": normalize(images, _binarize_seed(config, pipeline, positions[0]), config)
         },
-        num_parallel_calls=AUTOTUNE)
-    return _fixed_parallelism(out.prefetch(AUTOTUNE))
+        num_parallel_calls=calls, deterministic=True)
+    depth = config.prefetch_batches if config.prefetch_batches > 0 else AUTOTUNE
+    return _fixed_parallelism(out.prefetch(depth))
 
   return dataset_fn
 

@@ -125,16 +125,15 @@ def build(folder: str, builder, split: str, tfds_files: Sequence[str],
     i = names.index(posixpath.basename(os.fspath(f)))
     wanted.append((cache_file(folder, f), starts[i], info.shard_lengths[i]))
   tf.io.gfile.makedirs(folder)
-  image_feature = builder.info.features["image"]
-  no_decode = {"image": tfds.decode.SkipDecoding()}
-
   # One read of every wanted file, front to back in file order (a sum of per-file ranges read
   # one file at a time): one TFDS dataset instead of one per file, which costs ~0.3 s each.
+  # Decoded by TFDS itself, exactly as the uncached pipeline decodes (and ~7x faster than
+  # calling the Image feature's decode_example on SkipDecoding bytes, measured here).
   ranges = "+".join(f"{split}[{start}:{start + count}]" for _, start, count in wanted)
-  ds = builder.as_dataset(split=ranges, shuffle_files=False, decoders=no_decode,
+  ds = builder.as_dataset(split=ranges, shuffle_files=False,
                           read_config=tfds.ReadConfig(interleave_cycle_length=1))
-  ds = ds.map(lambda example: transform(image_feature.decode_example(example["image"])),
-              num_parallel_calls=num_threads, deterministic=True)
+  ds = ds.map(lambda example: transform(example["image"]), num_parallel_calls=num_threads,
+              deterministic=True)
   rows = iter(ds.batch(32).prefetch(2).as_numpy_iterator())
   pending = iter([])
   written = 0
