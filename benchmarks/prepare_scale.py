@@ -2,7 +2,8 @@
 
 Each preparation runs in a fresh process pinned (CPU affinity) to the first N cores, into a fresh
 TFDS data dir, so the builder's thread pool (one thread per usable core) and TensorFlow see N
-cores. Prints one JSON object: seconds and seconds per 1,000 images for each N.
+cores. Prints one JSON object: for each N, the seconds and seconds per 1,000 images, and the
+process's CPU seconds and how many cores it kept busy on average.
 
   python benchmarks/cartoon_like_data.py --out=/tmp/cartoon_manual --n=2000
   python benchmarks/prepare_scale.py --manual_dir=/tmp/cartoon_manual --cores=1,2
@@ -10,6 +11,7 @@ cores. Prints one JSON object: seconds and seconds per 1,000 images for each N.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -34,10 +36,13 @@ def prepare(manual_dir: str, cores) -> dict:
   with tempfile.TemporaryDirectory(prefix="vae_dist_prepare_") as data_dir:
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, "-c", _PREPARE, manual_dir, data_dir], env=env,
                           capture_output=True, text=True, check=False,
                           preexec_fn=lambda: os.sched_setaffinity(0, cores))
     wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
   if proc.returncode != 0:
     raise RuntimeError(proc.stderr[-3000:])
   line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
@@ -45,6 +50,10 @@ def prepare(manual_dir: str, cores) -> dict:
   n, seconds = int(n), float(seconds)
   return {"cores": len(cores), "images": n, "prepare_seconds": seconds,
           "seconds_per_1000_images": 1000 * seconds / n, "process_seconds": wall,
+          # CPU time of the whole process (start-up and import included): on a shared machine
+          # the wall time also holds other processes' turns on the same cores.
+          "process_cpu_seconds": cpu, "cpu_seconds_per_1000_images": 1000 * cpu / n,
+          "cores_busy": cpu / wall,
           "load_average_after": list(os.getloadavg())}
 
 
