@@ -18,6 +18,10 @@ Prints one JSON object (also written to --output) with, for the config's model:
   summary         per batch size: the config's own setting (its jit_compile and
                   steps_per_loop, float32, one replica) against the plain loop, and the
                   fastest variant
+  input_per_core  with --input_sizes: per image size, the train pipeline's images/s per host
+                  core from the prepared data, building and reading the model-size disk cache,
+                  and the memory cache (each pinned to --input_cores cores), and the train step
+                  at that size (vae_dist/input_rates.py). --input_only skips the variants.
 
 "The plain loop" is the tutorial's: one `tf.function` call per batch (`train_step(model, x,
 optimizer)` with a GradientTape and `optimizer.apply_gradients`), no XLA, no host loop, fed by a
