@@ -180,6 +180,17 @@ def test_a_cache_dir_that_cannot_be_written_is_one_error_line(prepared, tmp_path
   assert len(lines) == 1 and "Model-size cache" in lines[0] and "config.cache_dir" in lines[0]
 
 
+def test_auto_falls_back_to_decoding_when_the_cache_cannot_be_written(prepared, tmp_path):
+  root, builder = prepared
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  config = _config(root, cache="auto", cache_dir=str(blocker))
+  config.cache_max_bytes = 0  # Too large for memory: auto picks the disk, which fails.
+  got = _batches(builder, config, 3)
+  want = _batches(builder, _config(root, cache="none"), 3)
+  np.testing.assert_array_equal(np.stack(got), np.stack(want))
+
+
 def test_two_processes_build_the_same_cache_at_once_and_agree(prepared, tmp_path):
   """Two hosts starting together on one shared data dir: both finish, the cache is whole."""
   root, builder = prepared

@@ -164,7 +164,13 @@ def _read_train_shard(builder, config, part, cache: str):
   """
   sub, read_config, instructions, _ = part
   if cache == "disk":
-    return _read_disk_cache(builder, config, instructions)
+    try:
+      return _read_disk_cache(builder, config, instructions)
+    except DataError as e:
+      if config.cache != "auto":
+        raise
+      # 'auto' chose the disk only to save time: a run that worked without a cache still does.
+      logging.warning("%s Decoding every epoch instead.", e)
   ds = builder.as_dataset(split=sub, shuffle_files=False, read_config=read_config)
   return ds.map(lambda example: to_model_size(example["image"], config),
                 num_parallel_calls=parallel_calls(config))
