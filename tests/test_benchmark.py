@@ -51,7 +51,7 @@ def short_result(tmp_path_factory):
   output = root / "out" / "bench.json"
   args = [sys.executable, "-m", "vae_dist.benchmark", "--config=configs/mnist.py", "--short",
           "--config.dataset=fashion_mnist", *cli.data_flags(root / "idx", root / "tfds"),
-          f"--output={output}"]
+          f"--output={output}", "--input_sizes=28", "--input_cores=1", "--input_step_batch=8"]
   proc = subprocess.run(args, cwd=cli.ROOT, env=cli.env(), capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -125,3 +125,17 @@ def test_fast_config_is_the_tutorial_model_trained_differently():
   assert fast.dataset == "fashion_mnist"
   assert (fast.latent_dim, fast.binarize, fast.likelihood) == (2, "static", "bernoulli")
   assert fast.image_size == 28 and fast.channels == 1
+
+
+
+def test_input_rates_per_core_for_each_size_and_cache(short_result):
+  """--input_sizes: images/s per core from raw data, the disk cache and memory; the train step."""
+  entry = short_result["input_per_core"]["sizes"]["28"]
+  one = entry["pipeline"]["1"]
+  assert one["cores"] == 1 and one["train_examples"] == 64  # Pinned to one core.
+  assert set(one["images_per_sec_per_core"]) == {"raw", "build", "disk", "memory"}
+  assert all(_positive(v) for v in one["images_per_sec_per_core"].values())
+  assert all(_positive(v) for v in one["images_per_sec"].values())
+  step = entry["train_step"]
+  assert step["batch_size"] == 8 and _positive(step["images_per_sec"])
+  assert step["train_flops_per_image"] == TUTORIAL_TRAIN_FLOPS

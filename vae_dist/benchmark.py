@@ -18,6 +18,10 @@ Prints one JSON object (also written to --output) with, for the config's model:
   summary         per batch size: the config's own setting (its jit_compile and
                   steps_per_loop, float32, one replica) against the plain loop, and the
                   fastest variant
+  input_per_core  with --input_sizes: per image size, the train pipeline's images/s per host
+                  core from the prepared data, building and reading the model-size disk cache,
+                  and the memory cache (each pinned to --input_cores cores), and the train step
+                  at that size (vae_dist/input_rates.py). --input_only skips the variants.
 
 "The plain loop" is the tutorial's: one `tf.function` call per batch (`train_step(model, x,
 optimizer)` with a GradientTape and `optimizer.apply_gradients`), no XLA, no host loop, fed by a
@@ -57,6 +61,7 @@ from vae_dist import datasets
 from vae_dist import distribution
 from vae_dist import errors
 from vae_dist import input_pipeline
+from vae_dist import input_rates
 from vae_dist import models
 from vae_dist import objective
 from vae_dist import steps
@@ -84,6 +89,17 @@ _WARM_EXAMPLES = flags.DEFINE_integer(
     "before timing when the split has at most this many examples; larger splits are timed "
     "while reading.")
 _SHORT = flags.DEFINE_bool("short", False, "A few steps of every variant: checks the fields.")
+_INPUT_SIZES = flags.DEFINE_list(
+    "input_sizes", [], "Image sizes at which to measure the input pipeline's images/s per core "
+    "(from the prepared data, the model-size cache on disk and the memory cache) and the train "
+    "step's images/s: the `input_per_core` field (see vae_dist/input_rates.py).")
+_INPUT_CORES = flags.DEFINE_list("input_cores", ["1", "2"],
+                                 "Cores each --input_sizes pipeline measurement is pinned to.")
+_INPUT_SECONDS = flags.DEFINE_float("input_seconds", 3.0, "How long each input rate is timed.")
+_INPUT_STEP_BATCH = flags.DEFINE_integer(
+    "input_step_batch", 32, "Batch of the train step timed at each --input_sizes (0: none).")
+_INPUT_ONLY = flags.DEFINE_bool("input_only", False, "Only the host fields and input_per_core: "
+                                "no trainer-versus-plain-loop variants.")
 _OUTPUT = flags.DEFINE_string("output", "", "Also write the JSON here.")
 # Internal: set by the parent process for each replica count.
 _WORKER_REPLICAS = flags.DEFINE_integer("worker_replicas", 0, "Internal: run one replica count.")
@@ -683,6 +699,19 @@ def _cpu_model() -> str:
   return platform.processor()
 
 
+def _host_fields(workers) -> dict:
+  return {
+      "cpu_count": os.cpu_count(),
+      "cpu_model": _cpu_model(),
+      "platform": platform.platform(),
+      "env": {k: os.environ.get(k) for k in ("XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS",
+                                             "OMP_NUM_THREADS") if os.environ.get(k)},
+      "devices": {str(r): w["devices"] for r, w in workers.items()},
+      "load_average": {str(r): w["load_average"] for r, w in workers.items()},
+      "load_average_at_end": _load_average(),
+  }
+
+
 def run_parent(config, argv) -> dict:
   variants = variant_grid(config, _SHORT.value)
   replica_counts = sorted({v.replicas for v in variants}, key=_ints(_REPLICAS.value).index)
@@ -700,6 +729,14 @@ def run_parent(config, argv) -> dict:
   # preparing prints goes to stderr: stdout carries the JSON alone.
   with contextlib.redirect_stdout(sys.stderr):
     datasets.load_builder(config)
+  if _INPUT_SIZES.value:
+    result["input_per_core"] = input_rates.measure(
+        config, _ints(_INPUT_SIZES.value), _ints(_INPUT_CORES.value),
+        seconds=0.2 if _SHORT.value else _INPUT_SECONDS.value,
+        step_batch=_INPUT_STEP_BATCH.value, short=_SHORT.value)
+  if _INPUT_ONLY.value:
+    result["host"] = _host_fields({})
+    return result
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(
       p for p in (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -724,15 +761,7 @@ def run_parent(config, argv) -> dict:
       with open(path) as f:
         workers[r] = json.load(f)
   first = workers[replica_counts[0]]
-  result["host"] = {
-      "cpu_count": os.cpu_count(),
-      "cpu_model": _cpu_model(),
-      "platform": platform.platform(),
-      "env": {k: os.environ.get(k) for k in ("XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS",
-                                             "OMP_NUM_THREADS") if os.environ.get(k)},
-      "devices": {str(r): w["devices"] for r, w in workers.items()},
-      "load_average": {str(r): w["load_average"] for r, w in workers.items()},
-  }
+  result["host"] = _host_fields(workers)
   for key in ("matmul", "flops", "input_pipeline"):
     result[key] = first[key]
   result["variants"] = [v for r in replica_counts for v in workers[r]["variants"]]

@@ -100,7 +100,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "crop", ("none", "center"))
   _one_of(config, "binarize", ("none", "static", "dynamic"))
   _one_of(config, "likelihood", ("bernoulli", "gaussian"))
-  _one_of(config, "cache", ("auto", "memory", "none"))
+  _one_of(config, "cache", ("auto", "memory", "disk", "none"))
+  limit = config.cache_max_bytes
+  if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+    raise ConfigError("cache_max_bytes", f"must be an integer >= 0, got {limit!r}.")
+  for field in ("input_parallelism", "prefetch_batches"):
+    value = config[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ConfigError(field, f"must be an integer >= 0 (0: automatic), got {value!r}.")
   _positive(config, "shuffle_buffer")
   _positive(config, "latent_dim")
   if not isinstance(config.latent_dim, int):

@@ -38,8 +38,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.resize_method = "bilinear"
   c.binarize = "none"  # 'none' | 'static' (threshold 0.5) | 'dynamic' (Bernoulli draw).
   c.shuffle_buffer = 10_000
-  c.cache = "auto"  # 'auto' (in memory when it fits) | 'memory' | 'none'.
+  # Train images at the model's size: 'auto' (in memory when they fit in cache_max_bytes, else
+  # on disk) | 'memory' | 'disk' (decoded once per data set and size, kept next to the prepared
+  # data and shared by every host and later run) | 'none' (decoded every epoch).
+  c.cache = "auto"
   c.cache_max_bytes = 2 * 1024**3
+  c.cache_dir = ""  # Where cache='disk' keeps them; '' = <data_dir>/model_size_cache.
+  c.input_parallelism = 0  # Train images decoded/read/batched at once per host; 0 = every core.
+  c.prefetch_batches = 0  # Batches prepared ahead of the train step per host; 0 = tf.data's own.
   c.skip_corrupt_images = False
   c.eval_num_examples = -1  # -1: the whole eval split.
 

@@ -11,12 +11,17 @@ batches are padded with masked examples, and each example carries fixed latent n
 its index, so the eval ELBO does not depend on how it was computed.
 """
 import math
+import os
+import time
 
 from absl import logging
 import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vae_dist.datasets import model_size_cache
+from vae_dist.datasets.common import expand_path
+from vae_dist.datasets.common import first_line
 from vae_dist.errors import ConfigError
 from vae_dist.errors import DataError
 
@@ -129,32 +134,103 @@ def _image_and_label(builder):
   return fn
 
 
-def _read_train_shard(builder, config, ctx: tf.distribute.InputContext):
-  """This pipeline's part of the train split, decoded; and its number of examples."""
+def _train_file_instructions(builder, config, ctx: tf.distribute.InputContext):
+  """This pipeline's part of the train split as TFDS reads it.
+
+  Whole files per pipeline (each host reads only its own files) when there are at least as many
+  files as pipelines, else a contiguous part of the split (tfds.even_splits).
+
+  Returns:
+    (sub-split to read, ReadConfig or None, its FileInstructions in TFDS' order, example count).
+  """
   split = config.train_split
   num_shards = builder.info.splits[split].num_shards
   pipelines = ctx.num_input_pipelines
   if pipelines > 1 and num_shards >= pipelines:
-    # Whole files per pipeline: each host reads only its own files.
     read_config = tfds.ReadConfig(input_context=ctx, shuffle_seed=config.seed)
-    ds = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
-    # Files are dealt round-robin; count this pipeline's examples from the file lengths.
-    lengths = builder.info.splits[split].shard_lengths
-    count = sum(lengths[ctx.input_pipeline_id::pipelines])
-  else:
-    sub = tfds.even_splits(split, n=pipelines)[ctx.input_pipeline_id] if pipelines > 1 else split
-    ds = builder.as_dataset(split=sub, shuffle_files=False)
-    count = builder.info.splits[sub].num_examples
-  return ds, count
+    # TFDS deals the files round-robin (a tf.data shard of the file list).
+    instructions = builder.info.splits[split].file_instructions[ctx.input_pipeline_id::pipelines]
+    return split, read_config, instructions, sum(fi.take for fi in instructions)
+  sub = tfds.even_splits(split, n=pipelines)[ctx.input_pipeline_id] if pipelines > 1 else split
+  return (sub, None, builder.info.splits[sub].file_instructions,
+          builder.info.splits[sub].num_examples)
+
+
+def _read_train_shard(builder, config, part, cache: str):
+  """This pipeline's part of the train split at the model's size (uint8).
+
+  From the prepared data (decoded and resized as it is read) or from the model-size cache on
+  disk, which gives the same images in the same order.
+  """
+  sub, read_config, instructions, _ = part
+  if cache == "disk":
+    try:
+      return _read_disk_cache(builder, config, instructions)
+    except DataError as e:
+      if config.cache != "auto":
+        raise
+      # 'auto' chose the disk only to save time: a run that worked without a cache still does.
+      logging.warning("%s Decoding every epoch instead.", e)
+  ds = builder.as_dataset(split=sub, shuffle_files=False, read_config=read_config)
+  return ds.map(lambda example: to_model_size(example["image"], config),
+                num_parallel_calls=parallel_calls(config))
+
+
+def _read_disk_cache(builder, config, instructions):
+  """Builds this pipeline's missing cache files (once per data set and size), then reads them."""
+  folder = disk_cache_folder(builder, config)
+  files = sorted({fi.filename for fi in instructions})
+  t0 = time.perf_counter()
+  try:
+    written = model_size_cache.build(folder, builder, config.train_split, files,
+                                     lambda image: to_model_size(image, config),
+                                     num_threads=usable_cores())
+  except (tf.errors.OpError, OSError) as e:
+    raise DataError(f"Model-size cache {folder}: cannot write it ({first_line(e)}); make the "
+                    "folder writable, set config.cache_dir to a writable folder, or set "
+                    "config.cache='none'.") from None
+  model_size_cache.log_build(folder, written, time.perf_counter() - t0)
+  cycle, block = model_size_cache.reader_order(builder)
+  return model_size_cache.read(folder, instructions,
+                               [config.image_size, config.image_size, config.channels],
+                               cycle_length=cycle, block_length=block,
+                               num_parallel_calls=parallel_calls(config))
+
+
+def disk_cache_folder(builder, config: ml_collections.ConfigDict) -> str:
+  """Where the train split's model-size images live on disk for this config."""
+  return model_size_cache.cache_folder(
+      builder, config.train_split, image_size=config.image_size, channels=config.channels,
+      crop=config.crop, resize_method=config.resize_method,
+      root=expand_path(config.cache_dir))
+
+
+def parallel_calls(config: ml_collections.ConfigDict) -> int:
+  """Elements the train pipeline's parallel stages work on at once (config.input_parallelism).
+
+  0 means one per usable core. tf.data's AUTOTUNE would mean at most 16 here, because the
+  pipeline runs with autotuning off (see _fixed_parallelism): too few for a TPU host's 200+ cores.
+  """
+  return config.input_parallelism if config.input_parallelism > 0 else usable_cores()
+
+
+def usable_cores() -> int:
+  """Cores this process may run on (its CPU affinity, which taskset and containers narrow)."""
+  try:
+    return max(1, len(os.sched_getaffinity(0)))
+  except AttributeError:  # Not on Linux.
+    return max(1, os.cpu_count() or 1)
 
 
 def _cache_decision(config, num_examples):
+  """('memory' | 'disk' | 'none', bytes at model size) for this pipeline's train examples.
+
+  'auto' keeps the images in memory when they fit in config.cache_max_bytes, else on disk.
+  """
   nbytes = num_examples * config.image_size**2 * config.channels
-  if config.cache == "memory":
-    return True, nbytes
-  if config.cache == "none":
-    return False, nbytes
-  return nbytes <= config.cache_max_bytes, nbytes
+  if config.cache != "auto":
+    return config.cache, nbytes
+  return ("memory" if nbytes <= config.cache_max_bytes else "disk"), nbytes
 
 
 def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int):
@@ -169,18 +245,20 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
   def dataset_fn(ctx: tf.distribute.InputContext):
     per_replica = ctx.get_per_replica_batch_size(config.batch_size)
     replicas_here = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-    ds, count = _read_train_shard(builder, config, ctx)
+    part = _train_file_instructions(builder, config, ctx)
+    count = part[3]
     if count < per_replica:
       raise DataError(f"Input pipeline {ctx.input_pipeline_id} has {count} train examples of "
                       f"'{config.dataset}', fewer than one per-replica batch ({per_replica}); "
                       "use a smaller config.batch_size.")
-    ds = ds.map(lambda example: to_model_size(example["image"], config),
-                num_parallel_calls=AUTOTUNE)
     cache, nbytes = _cache_decision(config, count)
+    ds = _read_train_shard(builder, config, part, cache)
+    where = {"memory": "cached in memory",
+             "disk": f"read from the model-size cache in {disk_cache_folder(builder, config)}",
+             "none": "not cached (decoded every epoch)"}[cache]
     logging.info("Input pipeline %d/%d: %d train examples, %.1f MB at model size; %s.",
-                 ctx.input_pipeline_id, ctx.num_input_pipelines, count, nbytes / 2**20,
-                 "cached in memory" if cache else "not cached (decoded every epoch)")
-    if cache:
+                 ctx.input_pipeline_id, ctx.num_input_pipelines, count, nbytes / 2**20, where)
+    if cache == "memory":
       ds = ds.cache()
     pipeline = ctx.input_pipeline_id
 
@@ -198,15 +276,20 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
     # Positions in this pipeline's stream, counted from its very start: a resumed run skips to
     # the same position, and batches keep the same boundaries (consumed is a batch multiple).
     out = out.enumerate(start=start_epoch * count).skip(offset)
-    out = out.batch(per_replica, drop_remainder=True)
+    # Batches are copied together in parallel (at 256x256 a batch of 128 is a 25 MB copy); the
+    # order and contents stay those of the sequential batch.
+    calls = parallel_calls(config)
+    out = out.batch(per_replica, drop_remainder=True, num_parallel_calls=calls,
+                    deterministic=True)
     # Scaling and binarisation on whole batches (vectorised); the dynamic draw of a batch is
     # seeded by the stream position of its first example.
     out = out.map(
         lambda positions, images: {
             "image": normalize(images, _binarize_seed(config, pipeline, positions[0]), config)
         },
-        num_parallel_calls=AUTOTUNE)
-    return _fixed_parallelism(out.prefetch(AUTOTUNE))
+        num_parallel_calls=calls, deterministic=True)
+    depth = config.prefetch_batches if config.prefetch_batches > 0 else AUTOTUNE
+    return _fixed_parallelism(out.prefetch(depth))
 
   return dataset_fn
 

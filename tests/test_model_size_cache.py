@@ -1,0 +1,231 @@
+"""The model-size cache on disk (config.cache='disk'): same batches, atomic, shared, keyed by size.
+
+All on one small generated Cartoon Set (40 RGBA PNGs of 40x40 in the real archive layout, 36 train
+examples in 32 files), prepared once for the module.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cli
+import datagen
+from conftest import load_config
+from vae_dist import datasets, input_pipeline
+from vae_dist.datasets import model_size_cache
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  root = tmp_path_factory.mktemp("cache")
+  datagen.write_cartoon_archive(root / "manual", 40)
+  config = _config(root, cache="none")
+  return root, datasets.load_builder(config)
+
+
+def _config(root, *, cache, size=16, binarize="dynamic", cache_dir=""):
+  config = load_config("cartoon", "smoke")
+  config.manual_dir, config.data_dir = str(root / "manual"), str(root / "tfds")
+  config.image_size, config.cache, config.binarize = size, cache, binarize
+  config.cache_dir = cache_dir
+  config.batch_size = 4
+  return config
+
+
+def _batches(builder, config, n, *, pipelines=1, pipeline_id=0, start_step=0):
+  ctx = tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=pipeline_id,
+                                   num_replicas_in_sync=pipelines)
+  config.batch_size = 4 * pipelines  # 4 per pipeline.
+  ds = input_pipeline.train_dataset_fn(builder, config, start_step)(ctx)
+  it = iter(ds)
+  return [next(it)["image"].numpy() for _ in range(n)]
+
+
+def _cache_files(folder):
+  return sorted(f for f in os.listdir(folder) if f.endswith(model_size_cache.SUFFIX))
+
+
+def test_disk_cache_gives_bitwise_the_batches_of_the_prepared_data(prepared, tmp_path):
+  root, builder = prepared
+  # 1, 2 and 3 pipelines (hosts), each reading whole files of the 32; every pipeline id.
+  for pipelines in (1, 2, 3):
+    for pid in range(pipelines):
+      raw = _batches(builder, _config(root, cache="none"), 12, pipelines=pipelines,
+                     pipeline_id=pid)
+      disk = _batches(builder, _config(root, cache="disk", cache_dir=str(tmp_path / "c")), 12,
+                      pipelines=pipelines, pipeline_id=pid)
+      for a, b in zip(raw, disk):  # 12 batches of 4: several epochs of each part.
+        np.testing.assert_array_equal(a, b)
+  # Static binarisation and no binarisation too (the pixels themselves, not only the draws).
+  for binarize in ("none", "static"):
+    raw = _batches(builder, _config(root, cache="none", binarize=binarize), 3)
+    disk = _batches(builder, _config(root, cache="disk", binarize=binarize,
+                                     cache_dir=str(tmp_path / "c")), 3)
+    np.testing.assert_array_equal(np.stack(raw), np.stack(disk))
+
+
+def test_parts_of_files_read_from_the_cache_in_tfds_order(prepared, tmp_path):
+  """More pipelines than files: each reads a contiguous part (tfds.even_splits), same order."""
+  root, builder = prepared
+  for pid in (0, 1):
+    config = _config(root, cache="none", binarize="none")
+    config.batch_size = 33
+    ctx = tf.distribute.InputContext(num_input_pipelines=33, input_pipeline_id=pid,
+                                     num_replicas_in_sync=33)
+    raw = input_pipeline._read_train_shard(  # pylint: disable=protected-access
+        builder, config, input_pipeline._train_file_instructions(builder, config, ctx), "none")  # pylint: disable=protected-access
+    config.cache, config.cache_dir = "disk", str(tmp_path / "c")
+    disk = input_pipeline._read_train_shard(  # pylint: disable=protected-access
+        builder, config, input_pipeline._train_file_instructions(builder, config, ctx), "disk")  # pylint: disable=protected-access
+    a = np.stack([x.numpy() for x in raw])
+    b = np.stack([x.numpy() for x in disk])
+    assert a.shape[0] >= 1
+    np.testing.assert_array_equal(a, b)
+
+
+def test_resumed_stream_from_the_disk_cache_repeats_its_batches(prepared, tmp_path):
+  root, builder = prepared
+  config = _config(root, cache="disk", cache_dir=str(tmp_path / "c"))
+  batches = _batches(builder, config, 21)  # 36 examples, batch 4: 9 per epoch.
+  for step in (1, 8, 9, 20):  # Inside an epoch, at and across epoch boundaries.
+    resumed = _batches(builder, _config(root, cache="disk", cache_dir=str(tmp_path / "c")), 1,
+                       start_step=step)
+    np.testing.assert_array_equal(resumed[0], batches[step])
+
+
+def test_cache_is_written_once_and_reused_by_later_pipelines(prepared, tmp_path):
+  root, builder = prepared
+  config = _config(root, cache="disk", cache_dir=str(tmp_path / "c"))
+  folder = input_pipeline.disk_cache_folder(builder, config)
+  # Two hosts: each writes only the files it reads (every other file).
+  _batches(builder, config, 1, pipelines=2, pipeline_id=0)
+  assert len(_cache_files(folder)) == 16
+  _batches(builder, _config(root, cache="disk", cache_dir=str(tmp_path / "c")), 1, pipelines=2,
+           pipeline_id=1)
+  files = _cache_files(folder)
+  assert len(files) == 32 and all(os.path.exists(os.path.join(folder, f + ".done"))
+                                  for f in files)
+  stamps = {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in files}
+  # A later run with one pipeline (another host count) reads them all and writes nothing.
+  _batches(builder, _config(root, cache="disk", cache_dir=str(tmp_path / "c")), 2)
+  assert {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in files} == stamps
+  assert not [f for f in os.listdir(folder) if ".tmp-" in f]
+
+
+def test_a_cache_file_without_its_done_mark_is_rebuilt_not_read(prepared, tmp_path):
+  root, builder = prepared
+  config = _config(root, cache="disk", cache_dir=str(tmp_path / "c"))
+  want = _batches(builder, config, 9)
+  folder = input_pipeline.disk_cache_folder(builder, config)
+  victim = os.path.join(folder, _cache_files(folder)[5])
+  # As if the writer died: half the file, no mark (and a leftover temporary file).
+  with open(victim, "rb") as f:
+    data = f.read()
+  with open(victim, "wb") as f:
+    f.write(data[:len(data) // 2])
+  os.remove(victim + ".done")
+  with open(victim + ".tmp-deadhost-1-0", "wb") as f:
+    f.write(b"junk")
+  got = _batches(builder, _config(root, cache="disk", cache_dir=str(tmp_path / "c")), 9)
+  np.testing.assert_array_equal(np.stack(got), np.stack(want))
+  with open(victim, "rb") as f:
+    assert f.read() == data
+
+
+def test_a_cache_for_another_image_size_is_never_used(prepared, tmp_path):
+  root, builder = prepared
+  c16 = _config(root, cache="disk", size=16, cache_dir=str(tmp_path / "c"))
+  _batches(builder, c16, 1)
+  c32 = _config(root, cache="disk", size=32, cache_dir=str(tmp_path / "c"))
+  c32.decoder.filters = list(c32.decoder.filters)
+  f16 = input_pipeline.disk_cache_folder(builder, c16)
+  f32 = input_pipeline.disk_cache_folder(builder, c32)
+  assert f16 != f32
+  for other in (dict(channels=1), dict(crop="center"), dict(resize_method="nearest")):
+    c = _config(root, cache="disk", size=16, cache_dir=str(tmp_path / "c"))
+    for k, v in other.items():
+      c[k] = v
+    assert input_pipeline.disk_cache_folder(builder, c) != f16, other
+  disk = _batches(builder, c32, 2)
+  raw = _batches(builder, _config(root, cache="none", size=32), 2)
+  assert disk[0].shape == (4, 32, 32, 3)
+  np.testing.assert_array_equal(np.stack(disk), np.stack(raw))
+
+
+def test_auto_picks_memory_when_it_fits_else_disk(prepared, tmp_path):
+  root, builder = prepared
+  config = _config(root, cache="auto", cache_dir=str(tmp_path / "auto"))
+  folder = input_pipeline.disk_cache_folder(builder, config)
+  _batches(builder, config, 1)
+  assert not os.path.exists(folder)  # 36 images of 16x16x3 fit in 2 GiB: memory.
+  config = _config(root, cache="auto", cache_dir=str(tmp_path / "auto"))
+  config.cache_max_bytes = 1000
+  _batches(builder, config, 1)
+  assert len(_cache_files(folder)) == 32
+
+
+def test_a_cache_dir_that_cannot_be_written_is_one_error_line(prepared, tmp_path):
+  root, _ = prepared
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  proc = cli.run_main("configs/cartoon.py:smoke", str(tmp_path / "run"),
+                      f"--config.manual_dir={root / 'manual'}",
+                      f"--config.data_dir={root / 'tfds'}", "--config.cache=disk",
+                      f"--config.cache_dir={blocker}")
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "Model-size cache" in lines[0] and "config.cache_dir" in lines[0]
+
+
+def test_auto_falls_back_to_decoding_when_the_cache_cannot_be_written(prepared, tmp_path):
+  root, builder = prepared
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  config = _config(root, cache="auto", cache_dir=str(blocker))
+  config.cache_max_bytes = 0  # Too large for memory: auto picks the disk, which fails.
+  got = _batches(builder, config, 3)
+  want = _batches(builder, _config(root, cache="none"), 3)
+  np.testing.assert_array_equal(np.stack(got), np.stack(want))
+
+
+def test_two_processes_build_the_same_cache_at_once_and_agree(prepared, tmp_path):
+  """Two hosts starting together on one shared data dir: both finish, the cache is whole."""
+  root, builder = prepared
+  script = (
+      "import sys; sys.path.insert(0, 'tests')\n"
+      "import numpy as np, tensorflow as tf\n"
+      "from conftest import load_config\n"
+      "from vae_dist import datasets, input_pipeline\n"
+      "c = load_config('cartoon', 'smoke')\n"
+      f"c.manual_dir, c.data_dir = {str(root / 'manual')!r}, {str(root / 'tfds')!r}\n"
+      f"c.image_size, c.cache, c.cache_dir, c.batch_size = 16, 'disk', {str(tmp_path / 'c')!r}, 4\n"
+      "b = datasets.load_builder(c)\n"
+      "it = iter(input_pipeline.train_dataset_fn(b, c, 0)(tf.distribute.InputContext()))\n"
+      "np.save(sys.argv[1], np.stack([next(it)['image'].numpy() for _ in range(9)]))\n")
+  procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"out{i}.npy")],
+                            cwd=cli.ROOT, env=cli.env(), stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  for p in procs:
+    assert p.wait(timeout=120) == 0, p.stderr.read()[-2000:]
+  want = np.stack(_batches(builder, _config(root, cache="none", binarize="none"), 9))
+  for i in range(2):
+    np.testing.assert_array_equal(np.load(tmp_path / f"out{i}.npy"), want)
+  folder = input_pipeline.disk_cache_folder(builder, _config(root, cache="disk",
+                                                             cache_dir=str(tmp_path / "c")))
+  assert len(_cache_files(folder)) == 32
+  assert not [f for f in os.listdir(folder) if ".tmp-" in f]
+
+
+def test_cache_fields_are_checked_with_one_line_errors():
+  from vae_dist import config_checks  # pylint: disable=g-import-not-at-top
+  from vae_dist.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  for field, value in (("cache", "disc"), ("cache_max_bytes", -1), ("input_parallelism", -2),
+                       ("prefetch_batches", -1)):
+    config = load_config("cartoon", "smoke")
+    config[field] = value
+    with pytest.raises(ConfigError) as e:
+      config_checks.validate(config)
+    assert str(e.value).startswith(f"config.{field}:") and "\n" not in str(e.value)
