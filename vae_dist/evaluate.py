@@ -40,6 +40,7 @@ from vae_dist import fileio
 from vae_dist import input_pipeline
 from vae_dist import likelihood
 from vae_dist import objective
+from vae_dist import run_files
 from vae_dist import steps
 from vae_dist import tool_cli
 from vae_dist import trained_run
@@ -154,13 +155,18 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
     VaeDistError: missing workdir or checkpoint, bad flags, unusable strategy, missing data.
   """
   _check_sampling(num_samples, chunk_size)
+  if out:
+    run_files.check_output(out, flag="--out")
+    if tf.io.gfile.isdir(out):
+      raise UsageError(f"--out={out} is a directory; name the JSON file to write.")
   config = trained_run.load_config(workdir, overrides)
+  requested_step = step
   step = trained_run.resolve_step(workdir, step)
   strategy = _strategy_for(config)
   for line in distribution.describe(config, strategy):
     logging.info(line)
   model = trained_run.build_model(config, strategy)
-  prefix = trained_run.restore_weights(model, workdir, step)
+  step, prefix = trained_run.restore_newest_intact(model, workdir, requested_step)
   builder = datasets.load_builder(config)
   replicas = strategy.num_replicas_in_sync
 

@@ -43,9 +43,11 @@ from vae_dist import fileio
 from vae_dist import image_files
 from vae_dist import image_grid
 from vae_dist import latent_paths
+from vae_dist import run_files
 from vae_dist import split_examples
 from vae_dist import tool_cli
 from vae_dist import trained_run
+from vae_dist.errors import DamagedCheckpointError
 from vae_dist.tool_cli import UsageError
 
 WHATS = ("samples", "reconstructions", "manifold", "interpolation", "scatter", "attribute", "gif")
@@ -74,6 +76,13 @@ class Options:
   frame_ms: int = 500
   dpi: int = 100
   size_inches: float = 6.0
+
+
+def _check_out_file(out: str) -> None:
+  """--out must be a file outside every run's managed files, and not a directory."""
+  run_files.check_output(out, flag="--out")
+  if tf.io.gfile.isdir(out):
+    raise UsageError(f"--out={out} is a directory; name the file to write.")
 
 
 def default_out(workdir: str, what: str, step: int) -> str:
@@ -263,7 +272,12 @@ def gif_frames(run, opts: Options) -> list:
   z = latent_paths.prior_noise(num, run.config.latent_dim, opts.seed, opts.temperature)
   frames = []
   for step in trained_run.committed_steps(run.workdir):
-    run.restore(step)
+    try:
+      run.restore(step)
+    except (DamagedCheckpointError, trained_run.NoCheckpointError) as e:
+      # One frame less beats no GIF: the step is damaged, or retention deleted it meanwhile.
+      logging.warning("No frame for step %d: %s", step, e)
+      continue
     grid = image_grid.tile(decode_images(run.model, z), cols=math.ceil(math.sqrt(num)))
     frames.append(image_files.with_caption(
         image_files.to_pil(image_grid.zoom(grid, opts.zoom)), f"step {step}"))
@@ -302,6 +316,8 @@ def generate(workdir: str, what: str, out: Optional[str] = None, step: Optional[
     if not out.lower().endswith(want):
       raise UsageError(f"--out={out}: --what={what} writes a {want[1:].upper()} file; name it "
                        f"*{want}.")
+  if out:
+    _check_out_file(out)
   run = trained_run.load(workdir, step, overrides=overrides)
   out = out or default_out(workdir, what, run.step)
   summary = {"what": what, "step": run.step, "out": out}

@@ -17,6 +17,10 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints, logs and TensorBoard events go (local or gs://). "
     "Default: runs/<config.name>.")
 _TPU = flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (sets config.tpu).")
+_ACCEPT = flags.DEFINE_bool(
+    "accept_config_changes", False, "Resume a workdir even though the config changes what its "
+    "run trains (data, model, objective, optimiser, batch, seed...); the changes are recorded in "
+    "<workdir>/config_history.jsonl. Without it such a resume is refused.")
 
 
 def main(argv):
@@ -29,9 +33,16 @@ def main(argv):
   config = _CONFIG.value
   if _TPU.value is not None:
     config.tpu = _TPU.value
-  workdir = _WORKDIR.value or os.path.join("runs", config.name)
+  workdir = _WORKDIR.value
+  if workdir is None:
+    workdir = os.path.join("runs", config.name)
+  elif not workdir.strip():
+    # Most often an unset shell variable (--workdir=$RUN): never guess a place for it.
+    print("error: --workdir is empty; give the run's directory (or leave the flag out for "
+          f"runs/{config.name}).", file=sys.stderr, flush=True)
+    sys.exit(1)
   try:
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, accept_config_changes=_ACCEPT.value)
   except errors.VaeDistError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)

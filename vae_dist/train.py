@@ -16,16 +16,19 @@ import tensorflow as tf
 
 import vae_dist
 from vae_dist import checkpointing
+from vae_dist import config_changes
 from vae_dist import config_checks
 from vae_dist import datasets
 from vae_dist import distribution
 from vae_dist import fileio
 from vae_dist import input_pipeline
 from vae_dist import models
+from vae_dist import run_files
 from vae_dist import run_summaries
 from vae_dist import steps
 from vae_dist import workdir_lock
 from vae_dist.errors import CheckpointError
+from vae_dist.errors import DamagedCheckpointError
 from vae_dist.errors import TrainingError
 from vae_dist.errors import WorkdirError
 
@@ -76,8 +79,15 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       accept_config_changes: bool = False) -> dict:
   """Trains, evaluates and checkpoints; resumes from the workdir's latest checkpoint.
+
+  Args:
+    config: the run's config.
+    workdir: where the run lives (local or gs://).
+    accept_config_changes: resume even when the config changes what the run trains (see
+      config_changes); the changes are recorded in the workdir.
 
   Returns:
     The final evaluation metrics.
@@ -86,6 +96,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     VaeDistError (ConfigError, DataError, TrainingError, ...) with a message for the user.
   """
   config_checks.validate(config)
+  # The workdir's own files must be of the right kind, and the workdir must not lie inside
+  # another run's files: both are found before the data is prepared.
+  run_files.check_training_workdir(workdir)
+  run_files.check_kinds(workdir)
   distribution.configure_host_devices(config)
   strategy = distribution.create_strategy(config)
   distribution.check_batch(config, strategy)
@@ -101,35 +115,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   builder = _load_data(config, strategy, chief)
   input_pipeline.check_splits(builder, config)
-  lock = _lock_workdir(workdir, strategy, chief)
+  lock, history = _lock_workdir(workdir, strategy, chief, config, accept_config_changes)
   try:
-    return _train(config, workdir, strategy, chief, builder)
+    return _train(config, workdir, strategy, chief, builder, history)
   finally:
     if lock is not None:
       lock.release()
 
 
-def _lock_workdir(workdir, strategy, chief):
-  """The chief takes the workdir's lock; in a multi-worker run every worker learns if it failed.
+def _lock_workdir(workdir, strategy, chief, config, accept_config_changes):
+  """The chief takes the workdir's lock and compares the config with the run's.
 
-  Without the shared answer the other workers would wait forever at their first collective.
+  In a multi-worker run every worker learns if that failed: without the shared answer the other
+  workers would wait forever at their first collective.
+
+  Returns:
+    (the lock or None, the config change record to append once the run has started or None).
   """
-  lock, error = None, None
+  lock, error, history = None, None, None
   if chief:
     lock = workdir_lock.WorkdirLock(workdir)
     try:
       lock.acquire()
+      # Under the lock, so no other run changes config.json between this check and our write.
+      has_checkpoints = bool(checkpointing.CheckpointManager(
+          directory=os.path.join(workdir, "checkpoints"), is_chief=False,
+          max_to_keep=None).all_steps())
+      history = config_changes.check_resume(workdir, config, has_checkpoints=has_checkpoints,
+                                            accept=accept_config_changes)
     except WorkdirError as e:
+      lock.release()  # Harmless when acquire failed.
       lock, error = None, e
   if distribution.num_input_pipelines(strategy) > 1:
     if distribution.sum_over_workers(strategy, float(error is not None)) > 0 and error is None:
       error = WorkdirError(f"the chief could not take the workdir {workdir}; its log says why.")
   if error is not None:
     raise error
-  return lock
+  return lock, history
 
 
-def _train(config, workdir, strategy, chief, builder) -> dict:
+def _train(config, workdir, strategy, chief, builder, history) -> dict:
   """The run itself, once the config, devices, data and workdir are known to be usable."""
   total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
 
@@ -154,11 +179,13 @@ def _train(config, workdir, strategy, chief, builder) -> dict:
     _restore(config, manager, checkpoint, model)
   except CheckpointError as e:
     raise CheckpointError(f"{e}{_changed_fields(config_path, config)}") from None
+  start_step = int(step.numpy())
   # Written once the checkpoint is known to fit, so that a refused restart leaves the config of
   # the run that wrote the checkpoints in place.
   if chief:
+    if history is not None:
+      config_changes.record(workdir, history, start_step)
     fileio.write_text_atomic(config_path, config.to_json_best_effort(indent=2, sort_keys=True))
-  start_step = int(step.numpy())
 
   num_pipelines = distribution.num_input_pipelines(strategy)
   train_iter = iter(
@@ -305,10 +332,23 @@ def _load_data(config, strategy, chief):
 
 
 def _restore(config, manager, checkpoint, model):
-  latest = manager.latest_step()
-  if latest is not None:
-    manager.restore(latest, checkpoint)
+  """Resumes from the newest committed step that loads; damaged ones are set aside, not deleted.
+
+  A failed read may have overwritten some variables; the next step's read overwrites them all.
+  """
+  steps_found = manager.all_steps()
+  for latest in reversed(steps_found):
+    try:
+      manager.restore(latest, checkpoint)
+    except DamagedCheckpointError as e:
+      manager.set_aside(latest, str(e))
+      continue
     logging.info("Resumed from %s.", manager.step_dir(latest))
+    return
+  if steps_found:
+    logging.warning("None of the checkpoints of %s (steps %s) loads; they were set aside and "
+                    "the run starts again from step 0.", manager.directory,
+                    ", ".join(map(str, steps_found)))
     return
   if config.restore_from:
     target = checkpoint
