@@ -76,6 +76,12 @@ def read_recorded(workdir: str) -> Optional[dict]:
   if not isinstance(values, dict):
     raise WorkdirError(f"{path} does not hold a JSON object: it is the config the run started "
                        "with. Restore it, or start a new --workdir.")
+  try:
+    config_defaults.base_config().update(values)
+  except (TypeError, ValueError, KeyError, AttributeError) as e:
+    raise WorkdirError(f"{path} does not hold a config of this version of vae_dist "
+                       f"({' '.join(str(e).split())[:300]}): it is the config the run started "
+                       "with. Restore it, or start a new --workdir.") from None
   return values
 
 

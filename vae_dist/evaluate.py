@@ -118,6 +118,7 @@ class IwaeEvaluator:
 def _check_sampling(num_samples: int, chunk_size: int) -> None:
   if num_samples < 1:
     raise UsageError(f"--num_samples must be at least 1, got {num_samples}.")
+  tool_cli.check_range("num_samples", num_samples, 1, 1_000_000)
   if chunk_size < 0:
     raise UsageError(f"--chunk_size must be positive (or 0: automatic), got {chunk_size}.")
 
@@ -249,6 +250,15 @@ def define_flags() -> None:
 def main(argv):
   del argv
   f = flags.FLAGS
+  tool_cli.check_common_flags()
+  tool_cli.check_range("seed", f.seed, 0, tool_cli.MAX_SEED)
+  if f.batch_size is not None:
+    tool_cli.check_range("batch_size", f.batch_size, 1)
+  if f.max_examples is not None:
+    tool_cli.check_range("max_examples", f.max_examples, 1, allow=(-1,),
+                         why="-1 evaluates the whole split")
+  if f.num_cpu_devices is not None:
+    tool_cli.check_range("num_cpu_devices", f.num_cpu_devices, 0, 1024)
   overrides = tool_cli.data_overrides()
   overrides.update(strategy=f.strategy, num_cpu_devices=f.num_cpu_devices, tpu=f.tpu,
                    eval_batch_size=f.batch_size, eval_num_examples=f.max_examples)

@@ -274,6 +274,7 @@ def define_flags() -> None:
 def main(argv):
   del argv
   f = flags.FLAGS
+  tool_cli.check_common_flags()
   info = export(f.workdir, f.out, f.step, overwrite=f.overwrite)
   print(f"Exported {f.workdir} step {info['source']['step']} to {f.out} (signatures "
         f"{', '.join(info['signatures'])}; see {os.path.join(f.out, README_FILENAME)}).",

@@ -29,6 +29,7 @@ from vae_dist import steps
 from vae_dist import workdir_lock
 from vae_dist.errors import CheckpointError
 from vae_dist.errors import DamagedCheckpointError
+from vae_dist.errors import DataError
 from vae_dist.errors import TrainingError
 from vae_dist.errors import WorkdirError
 
@@ -118,6 +119,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   lock, history = _lock_workdir(workdir, strategy, chief, config, accept_config_changes)
   try:
     return _train(config, workdir, strategy, chief, builder, history)
+  except tf.errors.DataLossError as e:
+    # A truncated or corrupt shard of the prepared data: TF's message names no file.
+    from vae_dist.datasets import damage  # pylint: disable=g-import-not-at-top
+    raise DataError(damage.describe(builder, e)) from None
   finally:
     if lock is not None:
       lock.release()
