@@ -22,6 +22,7 @@ from vae_dist import datasets
 from vae_dist import distribution
 from vae_dist import fileio
 from vae_dist import input_pipeline
+from vae_dist import memory_estimate
 from vae_dist import models
 from vae_dist import run_files
 from vae_dist import run_summaries
@@ -101,9 +102,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # another run's files: both are found before the data is prepared.
   run_files.check_training_workdir(workdir)
   run_files.check_kinds(workdir)
+  # A resume whose config changes what the run trains is refused here, before the data is
+  # prepared and before anything is written (every worker reads the same config.json).
+  history = config_changes.check_resume(
+      workdir, config, has_checkpoints=bool(checkpointing.CheckpointManager(
+          directory=os.path.join(workdir, "checkpoints"), is_chief=False,
+          max_to_keep=None).all_steps()), accept=accept_config_changes)
   distribution.configure_host_devices(config)
   strategy = distribution.create_strategy(config)
   distribution.check_batch(config, strategy)
+  if not tf.config.list_logical_devices("GPU") and not tf.config.list_logical_devices("TPU"):
+    # On the host CPU a step that cannot fit would end in the OOM killer, after the workdir
+    # was written; accelerators report their own memory errors.
+    memory_estimate.check_fits_host(
+        config, config.batch_size // distribution.num_input_pipelines(strategy))
   chief = distribution.is_chief(strategy)
   for line in distribution.describe(config, strategy):
     logging.info(line)
@@ -116,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   builder = _load_data(config, strategy, chief)
   input_pipeline.check_splits(builder, config)
-  lock, history = _lock_workdir(workdir, strategy, chief, config, accept_config_changes)
+  lock = _lock_workdir(workdir, strategy, chief)
   try:
     return _train(config, workdir, strategy, chief, builder, history)
   except tf.errors.DataLossError as e:
@@ -128,35 +140,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       lock.release()
 
 
-def _lock_workdir(workdir, strategy, chief, config, accept_config_changes):
-  """The chief takes the workdir's lock and compares the config with the run's.
+def _lock_workdir(workdir, strategy, chief):
+  """The chief takes the workdir's lock; in a multi-worker run every worker learns if it failed.
 
-  In a multi-worker run every worker learns if that failed: without the shared answer the other
-  workers would wait forever at their first collective.
-
-  Returns:
-    (the lock or None, the config change record to append once the run has started or None).
+  Without the shared answer the other workers would wait forever at their first collective.
   """
-  lock, error, history = None, None, None
+  lock, error = None, None
   if chief:
     lock = workdir_lock.WorkdirLock(workdir)
     try:
       lock.acquire()
-      # Under the lock, so no other run changes config.json between this check and our write.
-      has_checkpoints = bool(checkpointing.CheckpointManager(
-          directory=os.path.join(workdir, "checkpoints"), is_chief=False,
-          max_to_keep=None).all_steps())
-      history = config_changes.check_resume(workdir, config, has_checkpoints=has_checkpoints,
-                                            accept=accept_config_changes)
     except WorkdirError as e:
-      lock.release()  # Harmless when acquire failed.
       lock, error = None, e
   if distribution.num_input_pipelines(strategy) > 1:
     if distribution.sum_over_workers(strategy, float(error is not None)) > 0 and error is None:
       error = WorkdirError(f"the chief could not take the workdir {workdir}; its log says why.")
   if error is not None:
     raise error
-  return lock, history
+  return lock
 
 
 def _train(config, workdir, strategy, chief, builder, history) -> dict:
