@@ -352,10 +352,11 @@ def _restore(config, manager, checkpoint, model):
     logging.info("Resumed from %s.", manager.step_dir(latest))
     return
   if steps_found:
-    logging.warning("None of the checkpoints of %s (steps %s) loads; they were set aside and "
-                    "the run starts again from step 0.", manager.directory,
-                    ", ".join(map(str, steps_found)))
-    return
+    # Stopping beats training on: failed reads may have filled some variables already.
+    raise WorkdirError(
+        f"none of the checkpoints in {manager.directory} loads (steps "
+        f"{', '.join(map(str, steps_found))}); each was set aside as <step>.damaged. Start the "
+        "same command again to train from step 0, or restore a copy of the checkpoints.")
   if config.restore_from:
     target = checkpoint
     if config.restore_weights_only:
