@@ -19,6 +19,7 @@ def _hostile_folder(root):
     Image.fromarray((rng.random((28, 28)) * 255).astype(np.uint8)).save(f"{root}/{i}.png")
   os.symlink(".", f"{root}/loop")  # loop/loop/loop/... would list every image again and again.
   os.symlink("3.png", f"{root}/again_3.png")  # The same file under a second name.
+  os.link(f"{root}/5.png", f"{root}/hard_5.png")  # And under a third, as a hard link.
   os.mkfifo(f"{root}/fifo.png")  # Opening it for reading blocks until someone writes.
   os.symlink("gone.png", f"{root}/dangling.png")
 
@@ -33,8 +34,8 @@ def test_hostile_tiny_folder_trains_and_evaluates(tmp_path):
                       "--config.batch_size=4", timeout=240)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "skipped 2 path(s) that are not a regular file: dangling.png, fifo.png" in proc.stderr
-  assert "skipped 1 path(s) that are a second name of a file already listed: again_3.png" in \
-      proc.stderr
+  assert ("skipped 2 path(s) that are a second name of a file already listed: again_3.png, "
+          "hard_5.png") in proc.stderr
   assert "The eval split has 1 image(s): TensorBoard gets no interpolation strip" in proc.stderr
   # Each of the 8 files once, 7 to train and 1 to test, none in both.
   (version_dir,) = [d for d, _, names in os.walk(data_dir) if "dataset_info.json" in names]

@@ -208,6 +208,12 @@ def test_truncated_data_shard_is_named_with_how_to_prepare_it_again(shared, tmp_
   assert error.startswith(f"error: the prepared data file {version_dir}/{shard} is damaged "
                           "(truncated record at"), error
   assert f"rm -r {version_dir}) and start the same command again" in error
+  # A tool reading a damaged split says so too, in one line.
+  test_shard = [n for n in sorted(os.listdir(version_dir)) if "test.tfrecord" in n][0]
+  os.truncate(os.path.join(version_dir, test_shard), 300)
+  error = one_error(run_tool("evaluate", f"--workdir={shared['workdir']}", "--num_samples=2",
+                             f"--data_dir={data_dir}", f"--out={tmp_path / 'e.json'}"))
+  assert error.startswith("error: a prepared data file is damaged (truncated record at"), error
   # Done as it says, the same command trains.
   shutil.rmtree(version_dir)
   proc = cli.run_main("configs/mnist.py:smoke", workdir, *flags, "--config.num_train_steps=20")

@@ -112,6 +112,14 @@ def run(main, required=("workdir",)) -> None:
       logging.error("%s", e)
       print(f"error: {e}", file=sys.stderr, flush=True)
       sys.exit(1)
+    except Exception as e:  # pylint: disable=broad-except
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top  # Loaded by every tool.
+      if not isinstance(e, tf.errors.DataLossError):
+        raise  # A bug: keep the traceback.
+      # A damaged shard of the prepared data set (TF's message names no file).
+      from vae_dist.datasets import damage  # pylint: disable=g-import-not-at-top
+      print(f"error: {damage.describe_without_builder(e)}", file=sys.stderr, flush=True)
+      sys.exit(1)
 
   flags.mark_flags_as_required(list(required))
   app.run(guarded, flags_parser=_parse_flags)

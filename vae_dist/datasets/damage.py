@@ -27,6 +27,10 @@ def damaged_shards(data_dir: str) -> List[Tuple[str, str]]:
 
 def _reason(error: BaseException) -> str:
   """TF's message without its function-node prefix and op suffix: 'truncated record at 392'."""
+  whole = getattr(error, "message", None) or str(error)
+  found = re.search(r"(?:truncated|corrupted) record at \d+", whole)
+  if found:  # Inside a tf.function the first line is only "Graph execution error:".
+    return found.group(0)
   text = errors.first_line(error)
   text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
   text = re.sub(r"\s*\[Op:\w+\].*$", "", text)
@@ -45,3 +49,10 @@ def describe(builder, error: BaseException) -> str:
   return (f"{what}. Committed checkpoints are unchanged. Remove the prepared copy "
           f"(rm -r {data_dir}) and start the same command again: it prepares the data set "
           "again from its source.")
+
+
+def describe_without_builder(error: BaseException) -> str:
+  """The message when only the error is known (a tool whose data broke while it read it)."""
+  return (f"a prepared data file is damaged ({_reason(error)}). Remove the prepared copy of the "
+          "data set (its directory under --data_dir, or the run's config.data_dir) and run the "
+          "training command or this tool again: it prepares the data set again from its source.")

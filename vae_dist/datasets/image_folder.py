@@ -61,9 +61,9 @@ def _walk(root: str):
         if not _is_hidden(name) and name.lower().endswith(EXTENSIONS):
           yield "/".join(p for p in (relative_dir, name) if p), ""
     return
-  # Symlinks are followed, but each directory and each file only once, by its real path: a link
-  # loop would otherwise be walked until the path is too long, and a file reached under two
-  # names would count twice and could land in both splits. Sorted, so the name kept is the
+  # Symlinks are followed, but each directory (by its real path) and each file (by its inode)
+  # only once: a link loop would otherwise be walked until the path is too long, and a file
+  # reached under two names would count twice and could land in both splits. Sorted, so the name kept is the
   # same on every machine.
   seen_dirs, seen_files = set(), set()
   skipped = {"not a regular file": [], "a second name of a file already listed": []}
@@ -92,11 +92,12 @@ def _walk(root: str):
       if not statmod.S_ISREG(stat.st_mode):
         skipped["not a regular file"].append(relative)
         continue
-      real = os.path.realpath(path)
-      if real in seen_files:
+      # The file's identity (device and inode) also catches hard links, which realpath cannot.
+      identity = (stat.st_dev, stat.st_ino)
+      if identity in seen_files:
         skipped["a second name of a file already listed"].append(relative)
         continue
-      seen_files.add(real)
+      seen_files.add(identity)
       yield relative, f"{stat.st_size}:{stat.st_mtime_ns}"
   for why, names in skipped.items():
     if names:
