@@ -55,6 +55,9 @@ def test_changes_that_alter_the_run_are_refused_before_anything_is_written(share
 
 def test_harmless_changes_go_on_and_are_recorded(shared, tmp_path):
   workdir = copy_run(shared["workdir"], tmp_path / "run")
+  # A line of metrics.jsonl damaged (not even UTF-8) is dropped, as a line cut short is.
+  with open(os.path.join(workdir, "metrics.jsonl"), "ab") as f:
+    f.write(b'{"step": 7\xff\x00garbage\n')
   proc = _resume(shared, workdir, "--config.num_train_steps=80", "--config.log_every_steps=40",
                  timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -183,6 +183,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("num_cpu_devices", f"must be >= 0, got {config.num_cpu_devices}.")
   _one_of(config, "mixed_precision", ("none", "bfloat16", "float16"))
   _positive(config, "steps_per_loop")
+  if config.steps_per_loop > 2**31 - 1:  # The loop's step count is an int32 tensor.
+    raise ConfigError("steps_per_loop", f"must be below 2**31, got {config.steps_per_loop}.")
   for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
     _positive(config, field)
     if config[field] % config.steps_per_loop:
