@@ -33,7 +33,9 @@ layers use their moving statistics (inference mode) everywhere.
 Next to saved_model.pb the export holds README.md (this table, for the run), vae_export.json
 (signatures, shapes, dtypes and ranges as data; the source workdir and step) and config.json (the
 run's config). The export is written to a temporary directory and renamed into place, so
-EXPORT_DIR is never half-written; an existing EXPORT_DIR is refused unless --overwrite.
+EXPORT_DIR is never half-written. An existing EXPORT_DIR is replaced only with --overwrite and only
+when it is an earlier export (vae_export.json, nothing else added); a workdir or any path inside a
+run's managed files is refused (run_files.check_output).
 """
 import datetime
 import json
@@ -268,7 +270,8 @@ def export(workdir: str, out: str, step: Optional[int] = None, *, overwrite: boo
 def define_flags() -> None:
   tool_cli.define_common_flags()
   flags.DEFINE_string("out", None, "Directory to write the SavedModel to (must not exist).")
-  flags.DEFINE_bool("overwrite", False, "Replace an existing --out directory.")
+  flags.DEFINE_bool("overwrite", False, "Replace an earlier export at --out (never anything "
+                    "else).")
 
 
 def main(argv):

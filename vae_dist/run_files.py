@@ -12,6 +12,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from vae_dist import fileio
 from vae_dist.errors import WorkdirError
 
 # name -> (kind, what it is), for the messages.
@@ -30,13 +31,9 @@ _RUN_MARKERS = ("checkpoints", "metrics.jsonl", "lock", "tensorboard")
 _EXPORT_MARKER = "vae_export.json"
 
 
-def _local(path: str) -> bool:
-  return "://" not in path or path.startswith("file://")
-
-
 def _normal(path: str) -> str:
   """An absolute, symlink-free path for local paths; URLs with '.' and '..' resolved."""
-  if _local(path):
+  if fileio.is_local(path):
     return os.path.realpath(path[len("file://"):] if path.startswith("file://") else path)
   scheme, rest = path.split("://", 1)
   return f"{scheme}://{os.path.normpath('/' + rest).lstrip('/')}"
