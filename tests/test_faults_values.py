@@ -160,3 +160,15 @@ def test_multiworker_names_a_busy_port_at_once(tmp_path):
           "this machine: Address already in use.") in proc.stderr
   assert elapsed < 20  # Not the cluster timeout: no worker was started.
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_an_image_size_the_host_cannot_hold_is_refused_before_anything_is_written(tmp_path):
+  # Cartoon's five stride-2 blocks at 8192x8192: hundreds of GiB of activations per batch. The
+  # data is not even looked for: the estimate comes first.
+  proc, workdir = _main(tmp_path, "configs/cartoon.py:smoke", "--config.image_size=8192",
+                        "--config.batch_size=64")
+  error = one_error(proc)
+  assert error.startswith("error: config.image_size: training 8192x8192x3 images in batches of "
+                          "64 per host needs at least "), error
+  assert "GiB available; use a smaller image_size or batch_size." in error
+  assert not os.path.exists(workdir)
