@@ -23,6 +23,13 @@ CheckpointError naming the OS error and the latest committed step.
 A restore that fails because the model's shapes changed raises a CheckpointError listing the
 variables that differ (shape in the file vs in the model) and those missing on either side.
 
+A local step directory counts as committed only when it holds `_CHECKPOINT_METADATA` and the
+state's index (a rename moves both into place at once, so a step without them was damaged later,
+by hand or by a failing disk); the chief renames such a step to `<step>.damaged` at start. A
+committed step whose files do not read (truncated, a bad checksum) raises DamagedCheckpointError;
+the trainer then sets it aside the same way (`set_aside`) and resumes from the next older step.
+Nothing is ever deleted for being damaged.
+
 Saving is asynchronous by default, and `save()` returns once the state is snapshotted, so the
 training loop may change the variables straight away. TF's own async checkpointing
 (`CheckpointOptions(experimental_enable_async_checkpoint=True)`) is not used: it copies variables
