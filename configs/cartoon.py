@@ -6,10 +6,12 @@ archives are missing):
   python -m vae_dist.main --config=configs/cartoon.py --config.manual_dir=~/Downloads
   python -m vae_dist.main --config=configs/cartoon.py:smoke --config.manual_dir=...   # seconds
 """
+from vae_dist import config_checks
 from vae_dist import config_defaults
 
 
 def get_config(arg=None):
+  config_checks.check_arg(arg, ('smoke',), __file__)
   c = config_defaults.base_config()
   c.name = "cartoon"
   c.dataset = "cartoon_set"

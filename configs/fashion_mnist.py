@@ -4,10 +4,12 @@
   python -m vae_dist.main --config=configs/fashion_mnist.py:quick   # what `make run` trains
   python -m vae_dist.main --config=configs/fashion_mnist.py:smoke   # seconds
 """
+from vae_dist import config_checks
 from vae_dist import config_defaults
 
 
 def get_config(arg=None):
+  config_checks.check_arg(arg, ('quick', 'smoke'), __file__)
   c = config_defaults.base_config()
   c.name = "fashion_mnist"
   c.dataset = "fashion_mnist"

@@ -20,10 +20,12 @@ CVAE tutorial: conv 32/64 stride 2, dense to 2 x latent, dense 7x7x32 then trans
 
 BUILD_NOTES.md has the side-by-side times.
 """
+from vae_dist import config_checks
 from vae_dist import config_defaults
 
 
 def get_config(arg=None):
+  config_checks.check_arg(arg, ('smoke',), __file__)
   c = config_defaults.base_config()
   c.name = "fashion_mnist_fast"
   c.dataset = "fashion_mnist"

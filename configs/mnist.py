@@ -4,10 +4,12 @@
   python -m vae_dist.main --config=configs/mnist.py --config.dataset=fashion_mnist
   python -m vae_dist.main --config=configs/mnist.py:smoke      # seconds, for a laptop or a test
 """
+from vae_dist import config_checks
 from vae_dist import config_defaults
 
 
 def get_config(arg=None):
+  config_checks.check_arg(arg, ('smoke',), __file__)
   c = config_defaults.base_config()
   c.name = "mnist"
   c.dataset = "mnist"

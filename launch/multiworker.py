@@ -108,6 +108,38 @@ def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
       s.close()
 
 
+def _is_this_host(host: str) -> bool:
+  if host in ("localhost", "127.0.0.1", "::1", "0.0.0.0", socket.gethostname(),
+              socket.getfqdn()):
+    return True
+  try:
+    return socket.gethostbyname(host).startswith("127.")
+  except OSError:
+    return False
+
+
+def check_ports_free(cluster: Sequence[str], indices: Sequence[int]) -> None:
+  """Refuses at once a port of a worker started here that another process already holds.
+
+  Without this the worker's server fails to start and its peers wait for it until the cluster
+  timeout, blaming it rather than the port.
+
+  Raises:
+    LaunchError: naming the port and the worker.
+  """
+  for i in indices:
+    host, port = cluster[i].rsplit(":", 1)
+    if not _is_this_host(host):
+      continue
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+      try:
+        probe.bind(("0.0.0.0", int(port)))  # TensorFlow's server listens on every address.
+      except OSError as e:
+        raise LaunchError(f"port {port} of worker {i} ({cluster[i]}) cannot be used on this "
+                          f"machine: {e.strerror}. Stop the process holding it or choose "
+                          "another port in --hosts.") from None
+
+
 def tf_config(cluster: Sequence[str], index: int) -> str:
   """TF_CONFIG for worker `index` of a cluster of plain workers (worker 0 is the chief)."""
   return json.dumps({"cluster": {"worker": list(cluster)},
@@ -326,6 +358,7 @@ def plan_workers(passthrough: Sequence[str]) -> List[Tuple[int, List[str], Dict[
       raise LaunchError(f"--task_index={_TASK_INDEX.value} but --hosts lists {len(cluster)} "
                         "workers.")
     indices = [_TASK_INDEX.value] if _TASK_INDEX.value >= 0 else list(range(len(cluster)))
+    check_ports_free(cluster, indices)
   else:
     if _TASK_INDEX.value >= 0:
       raise LaunchError("--task_index needs --hosts (the addresses of every worker).")

@@ -129,7 +129,13 @@ def test_fresh_process_with_only_tensorflow_matches_the_checkpoint(run, exported
 def test_existing_out_is_refused_unless_overwrite(run, tmp_path):
   out = str(tmp_path / "again")
   os.makedirs(out)
-  with pytest.raises(WorkdirError, match="already exists"):
+  # A directory the tool did not write is never replaced, so --overwrite is not suggested.
+  with pytest.raises(WorkdirError, match="is not an export written by") as refused:
+    export.export(run["workdir"], out, overwrite=True)
+  assert "Choose another --out" in str(refused.value)
+  os.rmdir(out)
+  export.export(run["workdir"], out, step=40)
+  with pytest.raises(WorkdirError, match="already holds an export; pass --overwrite"):
     export.export(run["workdir"], out)
   info = export.export(run["workdir"], out, step=20, overwrite=True)
   assert info["source"]["step"] == 20

@@ -81,7 +81,14 @@ def test_resume_with_another_latent_dim_names_the_variables_and_keeps_the_checkp
   flags, source = trained
   workdir = _copy_run(source, str(tmp_path / "run"))
   before = _files(os.path.join(workdir, "checkpoints"))
+  # A new latent_dim changes what the run trains: refused before anything is read or written.
   proc = cli.run_main("configs/mnist.py:smoke", workdir, *BASE, *flags, "--config.latent_dim=4")
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  error = _error_lines(proc.stderr)
+  assert "change what it trains: latent_dim 2 -> 4. Nothing was written." in error
+  # Accepting the change does not make the checkpoint fit: the variables are listed.
+  proc = cli.run_main("configs/mnist.py:smoke", workdir, *BASE, *flags, "--config.latent_dim=4",
+                      "--accept_config_changes")
   assert proc.returncode == 1, proc.stderr[-3000:]
   error = _error_lines(proc.stderr)
   prefix = os.path.join(workdir, "checkpoints", "4", "state", "ckpt")

@@ -667,7 +667,9 @@ def _summary(variants, config) -> dict:
   for b in sorted({v["batch_size"] for v in variants}):
     mine = [v for v in variants if v["batch_size"] == b]
     spl = max(v["steps_per_loop"] for v in mine)
-    default = [v for v in mine if v["jit_compile"] == config.jit_compile and v["replicas"] == 1
+    # What jit_compile='auto' means on this host's first replica (use_xla under one device).
+    own_jit = steps.use_xla(config.jit_compile, tf.distribute.get_strategy())
+    default = [v for v in mine if v["jit_compile"] == own_jit and v["replicas"] == 1
                and v["mixed_precision"] == "none" and v["steps_per_loop"] == spl]
     best = max(mine, key=lambda v: v["train"]["images_per_sec"])
     entry = {"fastest_variant": {k: best[k] for k in ("jit_compile", "steps_per_loop", "replicas",

@@ -23,6 +23,13 @@ CheckpointError naming the OS error and the latest committed step.
 A restore that fails because the model's shapes changed raises a CheckpointError listing the
 variables that differ (shape in the file vs in the model) and those missing on either side.
 
+A local step directory counts as committed only when it holds `_CHECKPOINT_METADATA` and the
+state's index (a rename moves both into place at once, so a step without them was damaged later,
+by hand or by a failing disk); the chief renames such a step to `<step>.damaged` at start. A
+committed step whose files do not read (truncated, a bad checksum) raises DamagedCheckpointError;
+the trainer then sets it aside the same way (`set_aside`) and resumes from the next older step.
+Nothing is ever deleted for being damaged.
+
 Saving is asynchronous by default, and `save()` returns once the state is snapshotted, so the
 training loop may change the variables straight away. TF's own async checkpointing
 (`CheckpointOptions(experimental_enable_async_checkpoint=True)`) is not used: it copies variables
@@ -55,8 +62,10 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from vae_dist import fileio
+from vae_dist.errors import first_line
 from vae_dist.errors import CheckpointError
 from vae_dist.errors import ConfigError
+from vae_dist.errors import DamagedCheckpointError
 from vae_dist.errors import WorkdirError
 
 STATE_SUBDIR = "state"
@@ -64,6 +73,10 @@ STATE_PREFIX_NAME = "ckpt"
 METADATA_FILENAME = "_CHECKPOINT_METADATA"
 COMMIT_MARKER_FILENAME = "commit_success.txt"
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
+# A step that cannot be used (incomplete, or damaged so that it does not load) is renamed to
+# `<step>.damaged` (`.damaged-2`, ... when that exists): set aside for a look, never deleted, and
+# no longer a step, so the run resumes from the newest intact one.
+DAMAGED_SUFFIX = ".damaged"
 
 _STEP_RE = re.compile(r"^\d+$")
 # Matches `<step>.orbax-checkpoint-tmp` and its variants (`.deleting`, `.worker<N>`, ...).
@@ -154,10 +167,12 @@ def restore_checkpoint(prefix: str, checkpoint: tf.train.Checkpoint, *,
                           f"shapes than this one. {differences.describe()} {advice}")
   try:
     status = checkpoint.read(prefix)
-  except (tf.errors.OpError, ValueError) as e:
-    # A missing or corrupt file: the message is for the user, the chained exception keeps
-    # the details.
-    raise WorkdirError(f"Cannot restore checkpoint {prefix}: {e}") from e
+  except (tf.errors.OpError, ValueError, IndexError) as e:
+    # A missing, truncated or corrupt file (TF raises IndexError "Read less bytes than
+    # requested" for a truncated data file, DataLossError for a bad checksum): the message is
+    # for the user, the chained exception keeps the details.
+    raise DamagedCheckpointError(
+        f"checkpoint {prefix} is damaged and cannot be read ({first_line(e)}).") from e
   if expect_partial:
     status.expect_partial()
   return status
@@ -297,11 +312,44 @@ def _committed_steps(root: str) -> list:
       continue
     step_dir = _join(root, name)
     if atomic:
-      if tf.io.gfile.isdir(step_dir):
+      if is_complete(step_dir):
         steps.append(int(name))
     elif tf.io.gfile.exists(_join(step_dir, COMMIT_MARKER_FILENAME)):
       steps.append(int(name))
   return sorted(steps)
+
+
+def is_complete(step_dir: str) -> bool:
+  """Whether a local step directory holds what every commit writes: metadata and the state index.
+
+  A rename commits only whole steps, so an incomplete one was damaged afterwards (emptied, a file
+  removed by hand or by a failing disk); it never counts as committed.
+  """
+  return (tf.io.gfile.exists(_join(step_dir, METADATA_FILENAME)) and
+          tf.io.gfile.exists(state_prefix(step_dir) + ".index"))
+
+
+def _set_aside_name(root: str, step: int) -> str:
+  base = _join(root, f"{step}{DAMAGED_SUFFIX}")
+  candidate, n = base, 1
+  while tf.io.gfile.exists(candidate):
+    n += 1
+    candidate = f"{base}-{n}"
+  return candidate
+
+
+def _move_tree(source: str, target: str, atomic: bool) -> None:
+  """Renames a directory; where renames are not atomic (gs://), copies it and then removes it."""
+  if atomic:
+    tf.io.gfile.rename(source, target)
+    return
+  for directory, _, names in tf.io.gfile.walk(source):
+    relative = directory[len(source):].strip("/")
+    tf.io.gfile.makedirs(_join(target, relative) if relative else target)
+    for name in names:
+      parts = [p for p in (relative, name) if p]
+      tf.io.gfile.copy(_join(source, *parts), _join(target, *parts), overwrite=True)
+  tf.io.gfile.rmtree(source)
 
 
 def _json_default(value):
@@ -517,6 +565,7 @@ class CheckpointManager:
     self._metadata_cache = {}
     self._metadata_lock = threading.Lock()
     self._closed = False
+    self._saved_steps = set()
 
     if self._is_chief:
       self._prepare_root()
@@ -695,6 +744,33 @@ class CheckpointManager:
               "skips the optimizer state and the step).")
     restore_checkpoint(prefix, checkpoint, expect_partial=expect_partial, advice=advice)
     return prefix
+
+  def set_aside(self, step: int, reason: str) -> Optional[str]:
+    """Renames a step that cannot be used to `<step>.damaged` (chief only; never deletes it).
+
+    Returns:
+      The new name, or None on a worker that is not the chief (it leaves the files alone).
+
+    Raises:
+      WorkdirError: the step could not be renamed.
+    """
+    step = int(step)
+    self._saved_steps.discard(step)  # The step may be saved again, once the run gets there.
+    with self._metadata_lock:
+      self._metadata_cache.pop(step, None)
+    if not self._is_chief:
+      return None
+    source = self.step_dir(step)
+    target = _set_aside_name(self._root, step)
+    try:
+      _move_tree(source, target, self._atomic)
+    except (tf.errors.OpError, OSError) as e:
+      raise WorkdirError(f"Checkpoint step {step} in {self._root} cannot be used ({reason}) and "
+                         f"could not be set aside as {target}: {first_line(e)}. Move it away "
+                         "by hand and start again.") from e
+    logging.warning("Checkpoint step %d cannot be used (%s); set it aside as %s.", step, reason,
+                    target)
+    return target
 
   # ---- saving ------------------------------------------------------------------------------------
 
@@ -902,6 +978,14 @@ class CheckpointManager:
       elif (not self._atomic and _STEP_RE.match(name)
             and not tf.io.gfile.exists(_join(path, COMMIT_MARKER_FILENAME))):
         reason = f"step directory without {COMMIT_MARKER_FILENAME} (unfinished save)"
+      elif self._atomic and _STEP_RE.match(name) and not is_complete(path):
+        if not tf.io.gfile.isdir(path):
+          raise WorkdirError(f"{path} is not a directory, where checkpoint step {name} should "
+                             "be one; move it out of the checkpoints directory and start again.")
+        # Renamed into place whole, so it was damaged since: keep it for a look.
+        self.set_aside(int(name), f"it lacks {METADATA_FILENAME} or "
+                       f"{STATE_SUBDIR}/{STATE_PREFIX_NAME}.index")
+        continue
       else:
         continue
       logging.warning("Removing %s: %s.", path, reason)

@@ -4,6 +4,34 @@ import math
 import ml_collections
 
 from vae_dist.errors import ConfigError
+from vae_dist.errors import VaeDistError
+
+# Seeds go to numpy (below 2**32) and to TF's stateless ops (int64).
+_MAX_SEED = 2**32 - 1
+
+
+class ConfigArgumentError(VaeDistError, ValueError):
+  """`--config=FILE:ARG` with an ARG the config file does not take."""
+
+
+def check_arg(arg, known, config_file: str) -> None:
+  """Refuses a config argument (`configs/x.py:ARG`) that `config_file` does not take.
+
+  Args:
+    arg: what get_config received (None when the user gave none).
+    known: the arguments the file takes.
+    config_file: the file, for the message (its __file__).
+
+  Raises:
+    ConfigArgumentError: naming the argument and the known ones.
+  """
+  if arg is None or arg in known:
+    return
+  import os  # pylint: disable=g-import-not-at-top
+  name = os.path.relpath(config_file) if os.path.isabs(config_file) else config_file
+  raise ConfigArgumentError(
+      f"--config={name}:{arg}: {name} takes no argument {arg!r}; it takes "
+      f"{', '.join(repr(k) for k in known) or 'none'} (or none, for the full run).")
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "swish", "elu", "tanh", "none")
@@ -87,8 +115,27 @@ def _check_model(config):
   _one_of(config, "decoder.dense_activation", ACTIVATIONS)
 
 
+def _floats(value, prefix=""):
+  """(field, value) for every float in the config, nested ConfigDicts and lists included."""
+  if isinstance(value, (ml_collections.ConfigDict, dict)):
+    for key in sorted(value.keys()):
+      yield from _floats(value[key], f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
+  elif isinstance(value, (list, tuple)):
+    for item in value:
+      yield from _floats(item, prefix)
+  elif isinstance(value, float):
+    yield prefix, value
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for the first field that the pipeline cannot use."""
+  # First, for every field: NaN compares false with every bound below, so it would pass them.
+  for field, value in _floats(config):
+    if not math.isfinite(value):
+      raise ConfigError(field, f"must be a finite number, got {value!r}.")
+  seed = config.seed
+  if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+    raise ConfigError("seed", f"must be an integer from 0 to {_MAX_SEED}, got {seed!r}.")
   if not config.dataset:
     raise ConfigError("dataset", "is empty; name a TFDS data set, 'cartoon_set' or 'image_folder'.")
   if config.dataset == "image_folder" and not config.image_folder:
@@ -146,6 +193,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("jit_compile", f"{config.jit_compile!r} is not one of 'auto' (XLA on GPUs, "
                       "off on CPUs; TPUs always compile), 'true' or 'false'.")
   _positive(config, "steps_per_loop")
+  if config.steps_per_loop > 2**31 - 1:  # The loop's step count is an int32 tensor.
+    raise ConfigError("steps_per_loop", f"must be below 2**31, got {config.steps_per_loop}.")
   for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
     _positive(config, field)
     if config[field] % config.steps_per_loop:

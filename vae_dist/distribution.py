@@ -150,6 +150,8 @@ def local_paths_on_a_slice(config: ml_collections.ConfigDict, workdir: str, host
   read = [("--workdir", workdir), ("--config.data_dir", config.data_dir)]
   if config.manual_dir:
     read.append(("--config.manual_dir", config.manual_dir))
+  if config.get("cache_dir"):
+    read.append(("--config.cache_dir", config.cache_dir))
   if config.dataset == "image_folder":
     read.append(("--config.image_folder", config.image_folder))
   if config.restore_from and not str(config.restore_from).isdigit():

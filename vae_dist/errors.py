@@ -38,6 +38,10 @@ class CheckpointError(WorkdirError):
   """A checkpoint cannot be written (disk full, ...) or does not fit the model being restored."""
 
 
+class DamagedCheckpointError(WorkdirError):
+  """A committed checkpoint whose files do not load (truncated, bit flips, ...)."""
+
+
 class TrainingError(VaeDistError):
   """Training cannot go on (for example a non-finite loss)."""
 

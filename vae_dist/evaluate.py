@@ -40,6 +40,7 @@ from vae_dist import fileio
 from vae_dist import input_pipeline
 from vae_dist import likelihood
 from vae_dist import objective
+from vae_dist import run_files
 from vae_dist import steps
 from vae_dist import tool_cli
 from vae_dist import trained_run
@@ -117,6 +118,7 @@ class IwaeEvaluator:
 def _check_sampling(num_samples: int, chunk_size: int) -> None:
   if num_samples < 1:
     raise UsageError(f"--num_samples must be at least 1, got {num_samples}.")
+  tool_cli.check_range("num_samples", num_samples, 1, 1_000_000)
   if chunk_size < 0:
     raise UsageError(f"--chunk_size must be positive (or 0: automatic), got {chunk_size}.")
 
@@ -154,13 +156,18 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
     VaeDistError: missing workdir or checkpoint, bad flags, unusable strategy, missing data.
   """
   _check_sampling(num_samples, chunk_size)
+  if out:
+    run_files.check_output(out, flag="--out")
+    if tf.io.gfile.isdir(out):
+      raise UsageError(f"--out={out} is a directory; name the JSON file to write.")
   config = trained_run.load_config(workdir, overrides)
+  requested_step = step
   step = trained_run.resolve_step(workdir, step)
   strategy = _strategy_for(config)
   for line in distribution.describe(config, strategy):
     logging.info(line)
   model = trained_run.build_model(config, strategy)
-  prefix = trained_run.restore_weights(model, workdir, step)
+  step, prefix = trained_run.restore_newest_intact(model, workdir, requested_step)
   builder = datasets.load_builder(config)
   replicas = strategy.num_replicas_in_sync
 
@@ -168,8 +175,7 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
   with strategy.scope():
     # Trainer wants an optimizer; evaluation never touches it.
     optimizer = steps.create_optimizer(config, 1)
-  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer,
-                          step=tf.Variable(step, dtype=tf.int64, trainable=False))
+  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)
   eval_steps = input_pipeline.num_eval_steps(builder, config, replicas,
                                              distribution.num_input_pipelines(strategy))
   elbo_data = strategy.distribute_datasets_from_function(
@@ -243,6 +249,15 @@ def define_flags() -> None:
 def main(argv):
   del argv
   f = flags.FLAGS
+  tool_cli.check_common_flags()
+  tool_cli.check_range("seed", f.seed, 0, tool_cli.MAX_SEED)
+  if f.batch_size is not None:
+    tool_cli.check_range("batch_size", f.batch_size, 1)
+  if f.max_examples is not None:
+    tool_cli.check_range("max_examples", f.max_examples, 1, allow=(-1,),
+                         why="-1 evaluates the whole split")
+  if f.num_cpu_devices is not None:
+    tool_cli.check_range("num_cpu_devices", f.num_cpu_devices, 0, 1024)
   overrides = tool_cli.data_overrides()
   overrides.update(strategy=f.strategy, num_cpu_devices=f.num_cpu_devices, tpu=f.tpu,
                    eval_batch_size=f.batch_size, eval_num_examples=f.max_examples)

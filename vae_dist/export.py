@@ -33,7 +33,9 @@ layers use their moving statistics (inference mode) everywhere.
 Next to saved_model.pb the export holds README.md (this table, for the run), vae_export.json
 (signatures, shapes, dtypes and ranges as data; the source workdir and step) and config.json (the
 run's config). The export is written to a temporary directory and renamed into place, so
-EXPORT_DIR is never half-written; an existing EXPORT_DIR is refused unless --overwrite.
+EXPORT_DIR is never half-written. An existing EXPORT_DIR is replaced only with --overwrite and only
+when it is an earlier export (vae_export.json, nothing else added); a workdir or any path inside a
+run's managed files is refused (run_files.check_output).
 """
 import datetime
 import json
@@ -48,6 +50,7 @@ import tensorflow as tf
 
 import vae_dist
 from vae_dist import fileio
+from vae_dist import run_files
 from vae_dist import tool_cli
 from vae_dist import trained_run
 from vae_dist.errors import WorkdirError
@@ -178,6 +181,35 @@ def readme(info: dict) -> str:
   return "\n".join(lines)
 
 
+# What an export directory holds: tf.saved_model.save's files and ours. --overwrite replaces a
+# directory only when it holds vae_export.json and nothing else than these.
+_EXPORT_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "fingerprint.pb",
+                             EXPORT_INFO_FILENAME, README_FILENAME, "config.json"})
+
+
+def _check_replaceable(given: str, out: str, overwrite: bool) -> None:
+  """Refuses an existing `out` unless it is an export of ours and --overwrite was given.
+
+  Raises:
+    WorkdirError: `out` exists and is not only an export written by this tool, or is one and
+      --overwrite was not given.
+  """
+  if not tf.io.gfile.exists(out):
+    return
+  if not tf.io.gfile.isdir(out) or not tf.io.gfile.exists(os.path.join(out, EXPORT_INFO_FILENAME)):
+    raise WorkdirError(f"--out={given} exists and is not an export written by vae_dist.export "
+                       f"(it has no {EXPORT_INFO_FILENAME}); --overwrite replaces only such "
+                       "exports. Choose another --out.")
+  others = sorted(set(n.rstrip("/") for n in tf.io.gfile.listdir(out)) - _EXPORT_ENTRIES)
+  if others:
+    raise WorkdirError(f"--out={given} is an export but also holds files an export does not "
+                       f"write ({', '.join(others[:5])}); it is left as it is. Choose another "
+                       "--out.")
+  if not overwrite:
+    raise WorkdirError(f"--out={given} already holds an export; pass --overwrite to replace it, "
+                       "or choose another --out.")
+
+
 def export(workdir: str, out: str, step: Optional[int] = None, *, overwrite: bool = False) -> dict:
   """Exports a run's model at `step` (default: the latest) as a SavedModel in `out`.
 
@@ -190,9 +222,9 @@ def export(workdir: str, out: str, step: Optional[int] = None, *, overwrite: boo
   """
   if not out:
     raise tool_cli.UsageError("--out is required: the directory the SavedModel goes to.")
-  out = out.rstrip("/")
-  if tf.io.gfile.exists(out) and not overwrite:
-    raise WorkdirError(f"{out} already exists; choose another --out or pass --overwrite.")
+  given = out
+  out = run_files.check_output(out.rstrip("/") or out, flag="--out")
+  _check_replaceable(given, out, overwrite)
   run = trained_run.load(workdir, step)
   config = run.config
   module = VaeModule(run.model, config)
@@ -223,7 +255,8 @@ def export(workdir: str, out: str, step: Optional[int] = None, *, overwrite: boo
     fileio.write_text_atomic(os.path.join(tmp, "config.json"),
                              config.to_json_best_effort(indent=2, sort_keys=True))
     if tf.io.gfile.exists(out):
-      tf.io.gfile.rmtree(out)  # Only with overwrite (checked above).
+      _check_replaceable(given, out, overwrite)  # Again: it may have changed while we worked.
+      tf.io.gfile.rmtree(out)
     tf.io.gfile.rename(tmp, out)
   except (tf.errors.OpError, OSError) as e:
     raise WorkdirError(f"Cannot write the export to {out}: {e}") from e
@@ -237,12 +270,14 @@ def export(workdir: str, out: str, step: Optional[int] = None, *, overwrite: boo
 def define_flags() -> None:
   tool_cli.define_common_flags()
   flags.DEFINE_string("out", None, "Directory to write the SavedModel to (must not exist).")
-  flags.DEFINE_bool("overwrite", False, "Replace an existing --out directory.")
+  flags.DEFINE_bool("overwrite", False, "Replace an earlier export at --out (never anything "
+                    "else).")
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
+  tool_cli.check_common_flags()
   info = export(f.workdir, f.out, f.step, overwrite=f.overwrite)
   print(f"Exported {f.workdir} step {info['source']['step']} to {f.out} (signatures "
         f"{', '.join(info['signatures'])}; see {os.path.join(f.out, README_FILENAME)}).",

@@ -43,9 +43,11 @@ from vae_dist import fileio
 from vae_dist import image_files
 from vae_dist import image_grid
 from vae_dist import latent_paths
+from vae_dist import run_files
 from vae_dist import split_examples
 from vae_dist import tool_cli
 from vae_dist import trained_run
+from vae_dist.errors import DamagedCheckpointError
 from vae_dist.tool_cli import UsageError
 
 WHATS = ("samples", "reconstructions", "manifold", "interpolation", "scatter", "attribute", "gif")
@@ -74,6 +76,54 @@ class Options:
   frame_ms: int = 500
   dpi: int = 100
   size_inches: float = 6.0
+
+
+def _check_out_file(out: str) -> None:
+  """--out must be a file outside every run's managed files, and not a directory."""
+  run_files.check_output(out, flag="--out")
+  if tf.io.gfile.isdir(out):
+    raise UsageError(f"--out={out} is a directory; name the file to write.")
+
+
+# Limits that keep a picture within what a PNG viewer (and this machine's memory) can take: a
+# 100 x 100 manifold of 256 x 256 images is already 25,600 x 25,600 pixels.
+MAX_IMAGES = 10_000
+MAX_GRID = 100
+MAX_ZOOM = 32
+MAX_SIDE_PIXELS = 20_000
+
+
+def check_options(opts: Options) -> None:
+  """Refuses every picture option out of range before the run is loaded.
+
+  Raises:
+    UsageError: naming the flag, its value and the range.
+  """
+  check = tool_cli.check_range
+  check("num", opts.num, 1, MAX_IMAGES, allow=(0,))
+  check("seed", opts.seed, 0, tool_cli.MAX_SEED)
+  check("temperature", opts.temperature, 0.0, 1e3)
+  for index in opts.indices:
+    check("indices", index, 0, why="indices count from 0")
+  if len(opts.indices) > MAX_IMAGES:
+    raise UsageError(f"--indices lists {len(opts.indices)} examples; at most {MAX_IMAGES}.")
+  check("grid", opts.grid, 1, MAX_GRID)
+  for q in opts.quantiles:
+    check("quantiles", q, 0.0, 1.0)
+  check("steps", opts.steps, 2, 1_000)
+  for alpha in opts.alphas:
+    check("alphas", alpha, -1e3, 1e3)
+  if len(opts.alphas) > 100:
+    raise UsageError(f"--alphas lists {len(opts.alphas)} values; at most 100.")
+  check("max_examples", opts.max_examples, 1, allow=(-1,), why="-1 uses the whole split")
+  check("zoom", opts.zoom, 1, MAX_ZOOM)
+  check("frame_ms", opts.frame_ms, 10, 60_000, why="GIF frames last at least 10 ms")
+  check("dpi", opts.dpi, 10, 1_000)
+  check("size_inches", opts.size_inches, 0.5, 100.0)
+  side = opts.size_inches * opts.dpi
+  if side > MAX_SIDE_PIXELS:
+    raise UsageError(f"--size_inches={opts.size_inches} at --dpi={opts.dpi} is a {side:.0f}-pixel "
+                     f"square; at most {MAX_SIDE_PIXELS}.")
 
 
 def default_out(workdir: str, what: str, step: int) -> str:
@@ -263,7 +313,12 @@ def gif_frames(run, opts: Options) -> list:
   z = latent_paths.prior_noise(num, run.config.latent_dim, opts.seed, opts.temperature)
   frames = []
   for step in trained_run.committed_steps(run.workdir):
-    run.restore(step)
+    try:
+      run.restore(step)
+    except (DamagedCheckpointError, trained_run.NoCheckpointError) as e:
+      # One frame less beats no GIF: the step is damaged, or retention deleted it meanwhile.
+      logging.warning("No frame for step %d: %s", step, e)
+      continue
     grid = image_grid.tile(decode_images(run.model, z), cols=math.ceil(math.sqrt(num)))
     frames.append(image_files.with_caption(
         image_files.to_pil(image_grid.zoom(grid, opts.zoom)), f"step {step}"))
@@ -295,13 +350,14 @@ def generate(workdir: str, what: str, out: Optional[str] = None, step: Optional[
   opts = opts or Options()
   if what not in WHATS:
     raise UsageError(f"--what={what!r}: use one of {', '.join(WHATS)}.")
-  if opts.zoom < 1:
-    raise UsageError(f"--zoom must be a positive integer, got {opts.zoom}.")
+  check_options(opts)
   if out:
     want = ".gif" if what == "gif" else ".png"
     if not out.lower().endswith(want):
       raise UsageError(f"--out={out}: --what={what} writes a {want[1:].upper()} file; name it "
                        f"*{want}.")
+  if out:
+    _check_out_file(out)
   run = trained_run.load(workdir, step, overrides=overrides)
   out = out or default_out(workdir, what, run.step)
   summary = {"what": what, "step": run.step, "out": out}
@@ -330,6 +386,10 @@ def generate(workdir: str, what: str, out: Optional[str] = None, step: Optional[
     else:
       picture, concept = attribute(run, opts, builder)
       summary["concept"] = concept.info
+  if max(picture.shape[:2]) * opts.zoom > MAX_SIDE_PIXELS:
+    raise UsageError(f"--zoom={opts.zoom} makes a {picture.shape[1] * opts.zoom} x "
+                     f"{picture.shape[0] * opts.zoom} picture; at most {MAX_SIDE_PIXELS} pixels "
+                     "a side. Use a smaller --zoom.")
   width, height = image_files.write_png(out, image_grid.zoom(picture, opts.zoom))
   summary.update(width=width, height=height)
   return summary
@@ -383,6 +443,7 @@ def _options_from_flags() -> Options:
 def main(argv):
   del argv
   f = flags.FLAGS
+  tool_cli.check_common_flags()
   summary = generate(f.workdir, f.what, f.out, f.step, _options_from_flags(),
                      tool_cli.data_overrides())
   extra = f", {summary['frames']} frames (steps {summary['steps']})" if "frames" in summary else ""

@@ -185,19 +185,17 @@ def _train_step_worker(spec) -> dict:
     model = models.VAE(config)
     optimizer = steps.create_optimizer(config, 10**6)
     optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer,
-                          step=step)
+  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)
   n = tf.constant(config.steps_per_loop, tf.int32)
   t0 = time.perf_counter()
   trainer.train_loop(iterator, n)
-  int(step.numpy())
+  int(trainer.step.numpy())
   compile_seconds = time.perf_counter() - t0
   calls, elapsed = 0, 0.0
   t0, c0 = time.perf_counter(), time.process_time()
   while elapsed < spec["seconds"] or calls < 2:
     trainer.train_loop(iterator, n)
-    int(step.numpy())
+    int(trainer.step.numpy())
     calls += 1
     elapsed = time.perf_counter() - t0
     if spec["short"] and calls >= 2:

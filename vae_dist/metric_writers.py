@@ -45,8 +45,9 @@ class MetricWriter:
     """
     if not self.enabled or not tf.io.gfile.exists(self.jsonl_path):
       return
-    with tf.io.gfile.GFile(self.jsonl_path) as f:
-      lines = f.read().splitlines()
+    with tf.io.gfile.GFile(self.jsonl_path, "rb") as f:
+      # Bytes that are not UTF-8 (a damaged line) become U+FFFD and the line is dropped below.
+      lines = f.read().decode("utf-8", "replace").splitlines()
     kept = []
     for line in lines:
       try:

@@ -5,6 +5,7 @@ interpolation strip between two test images, and with a 2-D latent space the dec
 and the scatter of test latent means coloured by label. The model runs on the replicas through
 `strategy.run`, so this works the same on CPU, GPU and TPU.
 """
+from absl import logging
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -37,6 +38,9 @@ class SummaryImages:
     if not self.enabled:
       return
     self.images, _ = input_pipeline.image_examples(builder, config, max(n, 2))
+    if len(self.images) < 2:
+      logging.warning("The eval split has %d image(s): TensorBoard gets no interpolation strip "
+                      "(it needs 2).", len(self.images))
     self.prior_noise = latent_paths.prior_noise(n, config.latent_dim, config.seed + 42)
     self.two_d = config.latent_dim == 2
     if self.two_d:
@@ -85,10 +89,13 @@ class SummaryImages:
             image_grid.tile(self.decode(self.prior_noise),
                             cols=int(np.ceil(np.sqrt(len(self.prior_noise))))),
     }
-    ends = self.encode(self.images[:2])
-    path = latent_paths.lerp(ends[0], ends[1], np.linspace(0.0, 1.0, _INTERPOLATION_STEPS))
-    strip = np.concatenate([self.images[:1], self.decode(path), self.images[1:2]])
-    out["eval/interpolation"] = image_grid.tile(strip, cols=len(strip))
+    # A tiny eval split (an image folder of a few files) may hold a single image: no
+    # interpolation then, rather than no evaluation at all.
+    if len(self.images) >= 2:
+      ends = self.encode(self.images[:2])
+      path = latent_paths.lerp(ends[0], ends[1], np.linspace(0.0, 1.0, _INTERPOLATION_STEPS))
+      strip = np.concatenate([self.images[:1], self.decode(path), self.images[1:2]])
+      out["eval/interpolation"] = image_grid.tile(strip, cols=len(strip))
     if self.two_d:
       out["eval/latent_grid"] = image_grid.tile(self.decode(self.grid), cols=_MANIFOLD_SIZE)
       png = plots.scatter_png(

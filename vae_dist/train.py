@@ -15,17 +15,22 @@ import tensorflow as tf
 
 import vae_dist
 from vae_dist import checkpointing
+from vae_dist import config_changes
 from vae_dist import config_checks
 from vae_dist import datasets
 from vae_dist import distribution
 from vae_dist import fileio
 from vae_dist import input_pipeline
+from vae_dist import memory_estimate
 from vae_dist import models
 from vae_dist import preemption
+from vae_dist import run_files
 from vae_dist import run_summaries
 from vae_dist import steps
 from vae_dist import workdir_lock
 from vae_dist.errors import CheckpointError
+from vae_dist.errors import DamagedCheckpointError
+from vae_dist.errors import DataError
 from vae_dist.errors import RunPreempted
 from vae_dist.errors import TrainingError
 from vae_dist.errors import VaeDistError
@@ -66,8 +71,15 @@ def _stop_agreed(watch: preemption.PreemptionWatch, strategy) -> bool:
   return distribution.sum_over_workers(strategy, float(watch.requested)) > 0
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       accept_config_changes: bool = False) -> dict:
   """Trains, evaluates and checkpoints; resumes from the workdir's latest checkpoint.
+
+  Args:
+    config: the run's config.
+    workdir: where the run lives (local or gs://).
+    accept_config_changes: resume even when the config changes what the run trains (see
+      config_changes); the changes are recorded in the workdir.
 
   Returns:
     The final evaluation metrics.
@@ -78,10 +90,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   _check_tensorflow_version()
   config_checks.validate(config)
+  # The workdir's own files must be of the right kind, and the workdir must not lie inside
+  # another run's files: both are found before the data is prepared.
+  run_files.check_training_workdir(workdir)
+  run_files.check_kinds(workdir)
+  # A resume whose config changes what the run trains is refused here, before the data is
+  # prepared and before anything is written (every worker reads the same config.json).
+  history = config_changes.check_resume(
+      workdir, config, has_checkpoints=bool(checkpointing.CheckpointManager(
+          directory=os.path.join(workdir, "checkpoints"), is_chief=False,
+          max_to_keep=None).all_steps()), accept=accept_config_changes)
   distribution.configure_host_devices(config)
   strategy = distribution.create_strategy(config)
   distribution.check_batch(config, strategy)
   distribution.check_shared_paths(config, strategy, workdir)
+  if not tf.config.list_logical_devices("GPU") and not tf.config.list_logical_devices("TPU"):
+    # On the host CPU a step that cannot fit would end in the OOM killer, after the workdir
+    # was written; accelerators report their own memory errors.
+    memory_estimate.check_fits_host(
+        config, config.batch_size // distribution.num_input_pipelines(strategy))
   chief = distribution.is_chief(strategy)
   for line in distribution.describe(config, strategy):
     logging.info(line)
@@ -93,7 +120,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   input_pipeline.check_splits(builder, config)
   lock = _lock_workdir(workdir, strategy, chief)
   try:
-    return _train(config, workdir, strategy, chief, builder)
+    return _train(config, workdir, strategy, chief, builder, history)
+  except tf.errors.DataLossError as e:
+    # A truncated or corrupt shard of the prepared data: TF's message names no file.
+    from vae_dist.datasets import damage  # pylint: disable=g-import-not-at-top
+    raise DataError(damage.describe(builder, e)) from None
   finally:
     if lock is not None:
       lock.release()
@@ -119,7 +150,7 @@ def _lock_workdir(workdir, strategy, chief):
   return lock
 
 
-def _train(config, workdir, strategy, chief, builder) -> dict:
+def _train(config, workdir, strategy, chief, builder, history) -> dict:
   """The run itself, once the config, devices, data and workdir are known to be usable."""
   total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
 
@@ -150,11 +181,13 @@ def _train(config, workdir, strategy, chief, builder) -> dict:
     _restore(config, manager, checkpoint, model)
   except CheckpointError as e:
     raise CheckpointError(f"{e}{_changed_fields(config_path, config)}") from None
+  start_step = int(step.numpy())
   # Written once the checkpoint is known to fit, so that a refused restart leaves the config of
   # the run that wrote the checkpoints in place.
   if chief:
+    if history is not None:
+      config_changes.record(workdir, history, start_step)
     fileio.write_text_atomic(config_path, config.to_json_best_effort(indent=2, sort_keys=True))
-  start_step = int(step.numpy())
 
   num_pipelines = distribution.num_input_pipelines(strategy)
   train_iter = iter(
@@ -305,11 +338,25 @@ def _load_data(config, strategy, chief):
 
 
 def _restore(config, manager, checkpoint, model):
-  latest = manager.latest_step()
-  if latest is not None:
-    manager.restore(latest, checkpoint)
+  """Resumes from the newest committed step that loads; damaged ones are set aside, not deleted.
+
+  A failed read may have overwritten some variables; the next step's read overwrites them all.
+  """
+  steps_found = manager.all_steps()
+  for latest in reversed(steps_found):
+    try:
+      manager.restore(latest, checkpoint)
+    except DamagedCheckpointError as e:
+      manager.set_aside(latest, str(e))
+      continue
     logging.info("Resumed from %s.", manager.step_dir(latest))
     return
+  if steps_found:
+    # Stopping beats training on: failed reads may have filled some variables already.
+    raise WorkdirError(
+        f"none of the checkpoints in {manager.directory} loads (steps "
+        f"{', '.join(map(str, steps_found))}); each was set aside as <step>.damaged. Start the "
+        "same command again to train from step 0, or restore a copy of the checkpoints.")
   if config.restore_from:
     target = checkpoint
     if config.restore_weights_only:

@@ -20,8 +20,12 @@ import ml_collections
 import tensorflow as tf
 
 from vae_dist import checkpointing
+from vae_dist import config_checks
 from vae_dist import config_defaults
 from vae_dist import models
+from vae_dist import run_files
+from vae_dist.errors import ConfigError
+from vae_dist.errors import DamagedCheckpointError
 from vae_dist.errors import WorkdirError
 
 CONFIG_FILENAME = "config.json"
@@ -57,11 +61,12 @@ def load_config(workdir: str, overrides: Optional[dict] = None) -> ml_collection
   Raises:
     RunNotFoundError: no such workdir, or no readable config.json in it.
   """
-  if not workdir:
+  if not workdir or not workdir.strip():
     raise RunNotFoundError("No workdir given: pass --workdir=DIR, the directory a training run "
                            "wrote (it holds config.json and checkpoints/).")
   if not tf.io.gfile.isdir(workdir):
     raise RunNotFoundError(f"Workdir {workdir} does not exist.")
+  run_files.check_kinds(workdir)
   path = os.path.join(workdir, CONFIG_FILENAME)
   try:
     with tf.io.gfile.GFile(path, "r") as f:
@@ -77,14 +82,19 @@ def load_config(workdir: str, overrides: Optional[dict] = None) -> ml_collection
   config = config_defaults.base_config()
   try:
     config.update(values)
-  except (TypeError, ValueError, KeyError) as e:
-    # A field whose type changed since the run was trained: take the JSON as it is.
-    logging.warning("%s does not match the current config fields (%s); using it as written.",
-                    path, e)
-    config = ml_collections.ConfigDict(values)
+  except (TypeError, ValueError, KeyError, AttributeError) as e:
+    # A field of the wrong type (the file was edited, or written by something else).
+    raise RunNotFoundError(f"{path} does not hold a config of this version of vae_dist: "
+                           f"{' '.join(str(e).split())[:300]}. Put back the config the run "
+                           "was trained with.") from None
   for field, value in (overrides or {}).items():
     if value is not None:
       config[field] = value
+  try:
+    config_checks.validate(config)
+  except ConfigError as e:
+    raise RunNotFoundError(f"{path} (or a flag that overrides it) is not a usable config: {e} "
+                           "Put back the config the run was trained with.") from None
   return config
 
 
@@ -156,6 +166,54 @@ def restore_weights(model: models.VAE, workdir: str, step: int) -> str:
   return prefix
 
 
+def restore_newest_intact(model: models.VAE, workdir: str, step: Optional[int] = None) -> tuple:
+  """Restores `step`, or the newest committed step that loads; returns (step, prefix).
+
+  Tools never change a workdir: a damaged step is skipped with a warning (training sets it
+  aside at its next start), and a step that training's retention deletes while it is read is
+  replaced by the newest one left.
+
+  Raises:
+    NoCheckpointError: no committed step, or not `step`, or (with `step`) it was deleted.
+    DamagedCheckpointError: `step` was asked for and does not load; or no step loads.
+    CheckpointError, WorkdirError: see restore_weights.
+  """
+  if step is not None:
+    step = resolve_step(workdir, step)
+    try:
+      return step, restore_weights(model, workdir, step)
+    except DamagedCheckpointError:
+      if int(step) not in committed_steps(workdir):
+        raise NoCheckpointError(
+            f"checkpoint step {step} of {workdir} was deleted while it was read (the training "
+            "run keeps config.max_to_keep steps); committed steps now: "
+            f"{', '.join(map(str, committed_steps(workdir))) or 'none'}.") from None
+      raise
+  tried = set()
+  damaged = []
+  while True:
+    candidates = [s for s in committed_steps(workdir) if s not in tried]
+    if not candidates:
+      if damaged:
+        raise DamagedCheckpointError(
+            f"no checkpoint of {workdir} loads: {'; '.join(damaged)}. Start the training "
+            "command again: it sets damaged steps aside and trains from the newest intact one.")
+      resolve_step(workdir)  # Raises NoCheckpointError.
+    newest = candidates[-1]
+    tried.add(newest)
+    try:
+      prefix = restore_weights(model, workdir, newest)
+    except DamagedCheckpointError as e:
+      if newest in committed_steps(workdir):
+        damaged.append(str(e))
+        logging.warning("%s Using the previous committed step.", e)
+      else:
+        logging.warning("Checkpoint step %d was deleted while it was read (training's "
+                        "retention); using the newest step left.", newest)
+      continue
+    return newest, prefix
+
+
 @dataclasses.dataclass
 class TrainedRun:
   """A run's config and its model at one committed step."""
@@ -191,8 +249,8 @@ def load(workdir: str, step: Optional[int] = None, *,
       restore_weights.
   """
   config = load_config(workdir, overrides)
-  step = resolve_step(workdir, step)
+  resolve_step(workdir, step)  # No checkpoint: say so before building the model.
   model = build_model(config, strategy)
-  prefix = restore_weights(model, workdir, step)
+  step, prefix = restore_newest_intact(model, workdir, step)
   logging.info("Loaded %s at step %d.", workdir, step)
   return TrainedRun(workdir=workdir, config=config, step=step, model=model, prefix=prefix)

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import stat as statmod
 from typing import Optional
 
 from absl import logging
@@ -60,15 +61,49 @@ def _walk(root: str):
         if not _is_hidden(name) and name.lower().endswith(EXTENSIONS):
           yield "/".join(p for p in (relative_dir, name) if p), ""
     return
+  # Symlinks are followed, but each directory (by its real path) and each file (by its inode)
+  # only once: a link loop would otherwise be walked until the path is too long, and a file
+  # reached under two names would count twice and could land in both splits. Sorted, so the name kept is the
+  # same on every machine.
+  seen_dirs, seen_files = set(), set()
+  skipped = {"not a regular file": [], "a second name of a file already listed": []}
   for directory, subdirs, names in os.walk(root, followlinks=True):
-    subdirs[:] = [d for d in subdirs if not _is_hidden(d)]
+    real_dir = os.path.realpath(directory)
+    if real_dir in seen_dirs:
+      subdirs[:] = []
+      continue
+    seen_dirs.add(real_dir)
+    subdirs[:] = sorted(d for d in subdirs if not _is_hidden(d)
+                        and os.path.realpath(os.path.join(directory, d)) not in seen_dirs)
     relative_dir = os.path.relpath(directory, root)
-    for name in names:
+    for name in sorted(names):
       if _is_hidden(name) or not name.lower().endswith(EXTENSIONS):
         continue
-      stat = os.stat(os.path.join(directory, name))
-      relative = name if relative_dir == "." else os.path.join(relative_dir, name)
-      yield relative.replace(os.sep, "/"), f"{stat.st_size}:{stat.st_mtime_ns}"
+      path = os.path.join(directory, name)
+      relative = (name if relative_dir == "." else os.path.join(relative_dir, name)).replace(
+          os.sep, "/")
+      try:
+        stat = os.stat(path)
+      except OSError:  # A dangling link.
+        skipped["not a regular file"].append(relative)
+        continue
+      # Only regular files: opening a FIFO, socket or device named *.png would block or
+      # read forever.
+      if not statmod.S_ISREG(stat.st_mode):
+        skipped["not a regular file"].append(relative)
+        continue
+      # The file's identity (device and inode) also catches hard links, which realpath cannot.
+      identity = (stat.st_dev, stat.st_ino)
+      if identity in seen_files:
+        skipped["a second name of a file already listed"].append(relative)
+        continue
+      seen_files.add(identity)
+      yield relative, f"{stat.st_size}:{stat.st_mtime_ns}"
+  for why, names in skipped.items():
+    if names:
+      logging.warning("Image folder %s: skipped %d path(s) that are %s: %s%s", root, len(names),
+                      why, ", ".join(names[:_MAX_NAMED_FILES]),
+                      " ..." if len(names) > _MAX_NAMED_FILES else "")
 
 
 def scan(root: str) -> FolderScan:
