@@ -181,3 +181,27 @@ def test_batchnorm_run_ends_at_the_same_eval_elbo_on_1_2_and_3_replicas(tmp_path
     assert results[n]["eval/examples"] == 36
   for n in (2, 3):
     np.testing.assert_allclose(results[n]["eval/elbo"], results[1]["eval/elbo"], rtol=1e-5)
+
+
+def test_dynamic_binarisation_draws_the_same_global_batches_on_1_2_and_3_replicas(tmp_path):
+  import datagen  # pylint: disable=g-import-not-at-top
+  from vae_dist import datasets, input_pipeline  # pylint: disable=g-import-not-at-top
+  datagen.write_idx_dataset(tmp_path / "idx", num_train=60, num_test=12, seed=2)
+  config = load_config("mnist", "smoke")
+  config.dataset = "fashion_mnist"
+  config.manual_dir = str(tmp_path / "idx")
+  config.data_dir = str(tmp_path / "tfds")
+  config.binarize = "dynamic"
+  config.batch_size = 12
+  builder = datasets.load_builder(config)
+  seen = {}
+  for n in (1, 2, 3):
+    strategy = _strategy(n)
+    it = iter(strategy.distribute_datasets_from_function(
+        input_pipeline.train_dataset_fn(builder, config, start_step=1)))
+    seen[n] = [np.concatenate([r.numpy() for r in strategy.experimental_local_results(
+        next(it)["image"])]) for _ in range(3)]
+  assert set(np.unique(seen[1][0])) == {0.0, 1.0}
+  for n in (2, 3):
+    for a, b in zip(seen[1], seen[n]):
+      np.testing.assert_array_equal(a, b)

@@ -69,17 +69,26 @@ def to_model_size(image, config: ml_collections.ConfigDict):
   return tf.ensure_shape(image, [size, size, config.channels])
 
 
-def normalize(image_uint8, seed_pair, config: ml_collections.ConfigDict):
+def normalize(image_uint8, seed_pair, config: ml_collections.ConfigDict, block=None):
   """uint8 -> float32 in [0, 1], binarised as configured (one image or a batch).
 
   `seed_pair` (int64 [2]) seeds the dynamic binarisation draw, so the same position of the stream
-  is binarised the same way on every run and after every resume.
+  is binarised the same way on every run and after every resume. `block` = (rows, first row): a
+  batch that is part of a larger block drawn whole from `seed_pair` (a replica's share of its
+  host's batch), so the draw of an example does not depend on how the block is split.
   """
   x = tf.cast(image_uint8, tf.float32) / 255.0
   if config.binarize == "static":
     x = tf.cast(x > 0.5, tf.float32)  # The tutorial's threshold.
   elif config.binarize == "dynamic":
-    u = tf.random.stateless_uniform(tf.shape(x), seed=seed_pair, alg="philox")
+    if block is None:
+      u = tf.random.stateless_uniform(tf.shape(x), seed=seed_pair, alg="philox")
+    else:
+      rows, first = block
+      first = tf.cast(first, tf.int32)
+      shape = tf.shape(x)
+      u = tf.random.stateless_uniform(tf.concat([[rows], shape[1:]], 0), seed=seed_pair,
+                                      alg="philox")[first:first + shape[0]]
     x = tf.cast(u < x, tf.float32)
   return x
 
@@ -281,13 +290,18 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
     calls = parallel_calls(config)
     out = out.batch(per_replica, drop_remainder=True, num_parallel_calls=calls,
                     deterministic=True)
-    # Scaling and binarisation on whole batches (vectorised); the dynamic draw of a batch is
-    # seeded by the stream position of its first example.
-    out = out.map(
-        lambda positions, images: {
-            "image": normalize(images, _binarize_seed(config, pipeline, positions[0]), config)
-        },
-        num_parallel_calls=calls, deterministic=True)
+    # Scaling and binarisation on whole batches (vectorised). The dynamic draw is made for the
+    # host's whole batch (all its replicas' shares, which start at multiples of host_batch in the
+    # stream), seeded by its first position; each replica's batch takes its rows. So an example
+    # is binarised alike on 1, 2 or 8 replicas of the host.
+    host_batch = replicas_here * per_replica
+
+    def scale(positions, images):
+      first = positions[0] % host_batch
+      seed = _binarize_seed(config, pipeline, positions[0] - first)
+      return {"image": normalize(images, seed, config, block=(host_batch, first))}
+
+    out = out.map(scale, num_parallel_calls=calls, deterministic=True)
     depth = config.prefetch_batches if config.prefetch_batches > 0 else AUTOTUNE
     return _fixed_parallelism(out.prefetch(depth))
 
