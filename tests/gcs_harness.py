@@ -200,3 +200,29 @@ class GcsNamespace:
     proc = self.run([sys.executable, "-c", code], timeout=timeout, **env_extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
+
+
+# ---- pytest fixtures (import both into a test module) -------------------------------------------
+
+import pytest  # noqa: E402  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope="module")
+def gcs_namespace(tmp_path_factory):
+  """One namespace + emulator per test module (its store lives as long as the module's tests)."""
+  ns = GcsNamespace(str(tmp_path_factory.mktemp("gcs")))
+  try:
+    ns.start()
+  except Unavailable as e:
+    pytest.skip(f"gs:// tests skipped: {e}")
+  yield ns
+  ns.stop()
+
+
+@pytest.fixture
+def gcs(gcs_namespace):  # pylint: disable=redefined-outer-name
+  """The module's namespace, checked to resolve the GCS names to 127.0.0.1, faults off."""
+  gcs_namespace.assert_loopback()
+  gcs_namespace.set_faults()
+  gcs_namespace.reset_stats()
+  return gcs_namespace

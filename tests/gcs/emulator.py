@@ -70,11 +70,14 @@ class Store:
     self.writes = {}  # "bucket/name" -> writes completed (uploads, rewrites, copies)
     self.requests = {}  # request kind -> count
     self.faults_injected = 0
+    self.delayed = 0
+    self.write_order = []  # "bucket/name" of each completed write, in order.
 
   def stats(self) -> dict:
     with self.lock:
       return {"uploaded": dict(self.uploaded), "writes": dict(self.writes),
               "requests": dict(self.requests), "faults_injected": self.faults_injected,
+              "delayed": self.delayed, "write_order": list(self.write_order),
               "uploaded_total": sum(self.uploaded.values())}
 
   def create_bucket(self, bucket: str):
@@ -121,6 +124,7 @@ class Store:
       objects[name] = obj
       key = f"{bucket}/{name}"
       self.writes[key] = self.writes.get(key, 0) + 1
+      self.write_order.append(key)
       return self.resource(bucket, name, obj)
 
   def delete(self, bucket: str, name: str, if_generation_match=None):
@@ -179,7 +183,9 @@ class Faults:
   """Answers a share of requests with 503 or drops the connection, as configured by a test.
 
   Config keys: rate (0..1), mode ("503", "drop" or "mix"), kinds (request kinds that may fail;
-  empty = all), seed, limit (most faults to inject; None = no limit).
+  empty = all), seed, limit (most faults to inject; None = no limit); and delay_match /
+  delay_seconds: requests whose decoded path contains delay_match are held that long before they
+  are answered (a save that hangs, for a test to kill the process mid-save).
   """
 
   def __init__(self):
@@ -192,7 +198,15 @@ class Faults:
       self.mode = config.get("mode", "503")
       self.kinds = set(config.get("kinds") or ())
       self.limit = config.get("limit")
+      self.delay_match = config.get("delay_match")
+      self.delay_seconds = float(config.get("delay_seconds", 0))
       self._random = random.Random(config.get("seed", 0))
+
+  def delay(self, path: str) -> float:
+    with self.lock:
+      if self.delay_match and self.delay_match in urllib.parse.unquote(path):
+        return self.delay_seconds
+      return 0.0
 
   def pick(self, kind: str):
     """None, "503" or "drop" for this request."""
@@ -267,6 +281,11 @@ class GcsHandler(http.server.BaseHTTPRequestHandler):
     route, args = self._route(url.path, query)
     with self.store.lock:
       self.store.requests[route] = self.store.requests.get(route, 0) + 1
+    delay = self.faults.delay(self.path) if self.faults else 0.0
+    if delay:
+      with self.store.lock:
+        self.store.delayed += 1
+      time.sleep(delay)
     fault = self.faults.pick(route) if self.faults else None
     if fault:
       with self.store.lock:
@@ -282,6 +301,8 @@ class GcsHandler(http.server.BaseHTTPRequestHandler):
       getattr(self, "_" + route)(body, query, *args)
     except GcsError as e:
       self._error(e)
+    except (ValueError, KeyError) as e:  # A request we cannot parse: say so, like GCS would.
+      self._error(GcsError(400, f"Bad request: {e}"))
 
   def _route(self, path: str, query: dict):
     """(kind of request, its arguments) from the raw (still %-encoded) path."""
@@ -377,11 +398,12 @@ class GcsHandler(http.server.BaseHTTPRequestHandler):
   def _upload_start(self, body, query, bucket):
     with self.store.lock:
       self.store._bucket(bucket)  # pylint: disable=protected-access
-    meta = json.loads(body) if body.strip() else {}
-    name = query.get("name") or meta.get("name")
+    kind = query.get("uploadType", "")
+    name = query.get("name")
+    if not name and kind == "resumable" and body.strip():
+      name = json.loads(body).get("name")  # The object resource may carry the name.
     if not name:
       raise GcsError(400, "Required parameter: name", "required")
-    kind = query.get("uploadType", "")
     if kind == "media":
       self.store.count_upload(bucket, name, len(body))
       self._send(200, self.store.put(bucket, name, body,
