@@ -318,6 +318,8 @@ class GcsHandler(http.server.BaseHTTPRequestHandler):
       return "download", (q(bucket), q(name))
     if path.startswith(_JSON):
       rest = path[len(_JSON):]
+      if rest.endswith("/storageLayout"):  # Asked by TF before renaming a "directory".
+        return "storage_layout", (q(rest[:-len("/storageLayout")]),)
       bucket, sep, obj = rest.partition("/o")
       if not sep:
         return "bucket", (q(bucket),)
@@ -355,6 +357,14 @@ class GcsHandler(http.server.BaseHTTPRequestHandler):
       raise GcsError(404, f"The specified bucket does not exist: {bucket}", "notFound")
     self._send(200, {"kind": "storage#bucket", "id": bucket, "name": bucket, "location": "US",
                      "storageClass": "STANDARD"})
+
+  def _storage_layout(self, body, query, bucket):
+    """A flat bucket (no hierarchical namespace): "directories" are only name prefixes."""
+    with self.store.lock:
+      self.store._bucket(bucket)  # pylint: disable=protected-access
+    self._send(200, {"kind": "storage#storageLayout", "bucket": bucket, "location": "US",
+                     "locationType": "multi-region",
+                     "hierarchicalNamespace": {"enabled": False}})
 
   def _metadata(self, body, query, bucket, name):
     obj = self.store.get(bucket, name)
