@@ -49,7 +49,15 @@ def committed_steps(ns, run):
 
 
 def metrics_lines(ns, run):
+  """metrics.jsonl, which a finished run leaves with no part files beside it."""
+  assert not ns.list(BUCKET, f"{run}/metrics.jsonl.parts/")
   return [json.loads(line) for line in ns.read(BUCKET, f"{run}/metrics.jsonl").splitlines()]
+
+
+def metrics_parts(ns, run):
+  """The lines of the part files a run on gs:// writes while it trains, in order."""
+  names = sorted(ns.list(BUCKET, f"{run}/metrics.jsonl.parts/"))
+  return [json.loads(line) for n in names for line in ns.read(BUCKET, n).splitlines()]
 
 
 def test_data_and_run_on_gs_leave_checkpoints_metrics_config_and_final_metrics(gcs, reference):
@@ -98,9 +106,11 @@ def test_kill_during_a_save_refuses_a_second_run_then_resumes_from_the_committed
   assert committed_steps(gcs, "killed") == [4]
   names = gcs.list(BUCKET, "killed/checkpoints/8/")
   assert any("/state/ckpt.index" in n for n in names)  # Written, never committed.
-  lines = metrics_lines(gcs, "killed")
-  # The save runs in the background: training went on and logged past step 4 before the kill.
-  assert max(m["step"] for m in lines) > 4
+  # Lines go up as part files at each checkpoint (and once a minute); the save runs in the
+  # background, so training went on and logged past step 4 before the kill.
+  assert "killed/metrics.jsonl" not in gcs.list(BUCKET, "killed/")
+  steps = [m["step"] for m in metrics_parts(gcs, "killed") if "train/loss" in m]
+  assert steps[:2] == [2, 4] and max(steps) > 4, steps
 
   proc = gcs.run(cli.main_args(SMOKE, f"gs://{BUCKET}/killed", *RUN, *data))
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -123,3 +133,120 @@ def test_resumed_run_equals_the_uninterrupted_one(gcs, reference):
   assert resumed["eval/elbo"] == expected["eval/elbo"]
   for name in gcs.list(BUCKET, "ref/checkpoints/12/state/"):
     assert gcs.read(BUCKET, name) == gcs.read(BUCKET, name.replace("ref/", "killed/", 1)), name
+
+
+def test_generate_evaluate_export_from_a_gs_workdir_and_load_the_export_back(gcs, reference):
+  ref = f"gs://{BUCKET}/ref"
+  proc = gcs.run([sys.executable, "-m", "vae_dist.generate", f"--workdir={ref}",
+                  "--what=samples", "--num=4"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  pngs = [n for n in gcs.list(BUCKET, "ref/generated/") if n.endswith(".png")]
+  assert pngs and gcs.read(BUCKET, pngs[0]).startswith(b"\x89PNG\r\n\x1a\n")
+  proc = gcs.run([sys.executable, "-m", "vae_dist.evaluate", f"--workdir={ref}",
+                  "--num_samples=4"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  evaluation = json.loads(gcs.read(BUCKET, "ref/evaluations/step_12_k4.json"))
+  final = json.loads(gcs.read(BUCKET, "ref/final_metrics.json"))
+  assert abs(evaluation["elbo"] - final["eval/elbo"]) < 1e-3 * abs(final["eval/elbo"]), evaluation
+  proc = gcs.run([sys.executable, "-m", "vae_dist.export", f"--workdir={ref}",
+                  f"--out=gs://{BUCKET}/exported"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert {"saved_model.pb", "README.md", "vae_export.json", "config.json"} <= {
+      n.split("/", 1)[1] for n in gcs.list(BUCKET, "exported/")}
+  out = gcs.python(f"""
+import json, numpy as np, tensorflow as tf
+m = tf.saved_model.load("gs://{BUCKET}/exported")
+s = m.signatures["sample"](num_samples=tf.constant(3), seed=tf.constant([1, 2], tf.int64),
+                           temperature=tf.constant(1.0))
+print(json.dumps({{k: list(v.shape) for k, v in s.items()}}))
+""")
+  shapes = json.loads(out.strip().splitlines()[-1])
+  assert [3, 28, 28, 1] in shapes.values(), shapes
+
+
+TENSORBOARD_QUERY = r"""
+import json, socket, subprocess, sys, time, urllib.request
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir=LOGDIR",
+                       "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
+                       "--reload_task=blocking", "--reload_interval=0"],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def get(path, raw=False):
+  with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as r:
+    data = r.read()
+  return data if raw else json.loads(data)
+try:
+  deadline = time.time() + 120
+  while True:
+    try:
+      get("/data/runs"); break
+    except OSError:
+      assert tb.poll() is None and time.time() < deadline, tb.stderr.read()
+      time.sleep(0.5)
+  out = {"scalar_tags": {run: sorted(tags) for run, tags in get("/data/plugin/scalars/tags").items()},
+         "loss_steps": [p[1] for p in get("/data/plugin/scalars/scalars?run=train&tag=train/loss")],
+         "elbo_steps": [p[1] for p in get("/data/plugin/scalars/scalars?run=eval&tag=eval/elbo")],
+         "image_tags": sorted(get("/data/plugin/images/tags").get("eval", {}))}
+  entries = get("/data/plugin/images/images?run=eval&tag=eval/reconstructions")
+  out["image_steps"] = [e["step"] for e in entries]
+  out["png"] = get("/data/plugin/images/individualImage?" + entries[-1]["query"], raw=True)[:8].hex()
+  print(json.dumps(out))
+finally:
+  tb.terminate(); tb.wait()
+"""
+
+
+def test_tensorboard_shows_scalars_and_images_from_the_gs_logdir(gcs, reference):
+  out = gcs.python(TENSORBOARD_QUERY.replace("LOGDIR", f"gs://{BUCKET}/ref/tensorboard"),
+                   timeout=240)
+  seen = json.loads(out.strip().splitlines()[-1])
+  assert {"train/loss", "train/kl", "train/elbo"} <= set(seen["scalar_tags"]["train"])
+  assert {"eval/elbo", "eval/bits_per_dim"} <= set(seen["scalar_tags"]["eval"])
+  assert seen["loss_steps"] == [2, 4, 6, 8, 10, 12]
+  assert seen["elbo_steps"] == [12]
+  assert {"eval/reconstructions", "eval/prior_samples"} <= set(seen["image_tags"])
+  assert seen["image_steps"] == [12]
+  assert seen["png"] == "89504e470d0a1a0a"
+
+
+# TensorFlow's GCS client retries up to 10 times from a 1 s delay, doubling; shorter here so that
+# a fault test takes seconds (the same retry code runs).
+QUICK_RETRIES = {"GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "50000",
+                 "GCS_RETRY_CONFIG_MAX_DELAY_TIME_US": "400000"}
+
+
+def test_a_run_rides_out_503s_and_dropped_connections(gcs, data):
+  gcs.set_faults(rate=0.05, mode="mix", seed=3)
+  proc = gcs.run(cli.main_args(SMOKE, f"gs://{BUCKET}/flaky", *RUN, *data), **QUICK_RETRIES)
+  injected = gcs.stats()["faults_injected"]
+  gcs.set_faults()
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert injected > 5
+  assert committed_steps(gcs, "flaky") == [8, 12]
+  assert [m["step"] for m in metrics_lines(gcs, "flaky") if "train/loss" in m] == [
+      2, 4, 6, 8, 10, 12]
+
+
+def test_a_store_that_stops_answering_ends_the_run_with_one_error_and_loses_nothing(gcs, data):
+  run = ["--config.num_train_steps=400", "--config.steps_per_loop=2",
+         "--config.checkpoint_every_steps=4"]
+  first = gcs.popen(cli.main_args(SMOKE, f"gs://{BUCKET}/outage", *RUN, *data, *run),
+                    GCS_RETRY_CONFIG_MAX_RETRIES="2", **QUICK_RETRIES)
+  deadline = time.time() + 180
+  while not committed_steps(gcs, "outage"):
+    assert first.poll() is None, first.communicate()[1][-3000:]
+    assert time.time() < deadline
+    time.sleep(0.1)
+  gcs.set_faults(rate=1.0, mode="503")  # Every request from now on.
+  _, stderr = first.communicate(timeout=240)
+  gcs.set_faults()
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert first.returncode == 1 and len(errors) == 1, stderr[-3000:]
+  assert "Traceback" not in stderr, stderr[-3000:]
+  committed = committed_steps(gcs, "outage")
+  assert committed, "a committed checkpoint was lost"
+  proc = gcs.run(cli.main_args(SMOKE, f"gs://{BUCKET}/outage", *RUN, *data,
+                               "--config.num_train_steps=" + str(committed[-1] + 4),
+                               "--config.steps_per_loop=2", "--config.checkpoint_every_steps=4"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"Resumed from gs://vae-test/outage/checkpoints/{committed[-1]}" in proc.stderr

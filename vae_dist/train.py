@@ -236,7 +236,7 @@ def _train(config, workdir, strategy, chief, builder) -> dict:
         if last_eval_step == current:
           metadata["metrics"] = eval_metrics
         manager.save(current, checkpoint, metadata)
-      summaries.flush()
+      summaries.flush(current)
       if stop:
         logging.warning("Stopped at step %d after SIGTERM; start again to resume.", current)
         break
