@@ -52,10 +52,11 @@ def _stored_lines(workdir: str):
   they are identical, and kept once.
   """
   jsonl = os.path.join(workdir, "metrics.jsonl")
-  lines = []
-  if tf.io.gfile.exists(jsonl):
+  try:
     with tf.io.gfile.GFile(jsonl) as f:
       lines = f.read().splitlines()
+  except tf.errors.NotFoundError:  # (ram:// says a name exists when it is a prefix of one.)
+    lines = []
   parts_dir = os.path.join(workdir, PARTS_DIR)
   parts = []
   if tf.io.gfile.isdir(parts_dir):
@@ -92,6 +93,7 @@ class MetricWriter:
     self.object_store = not fileio.is_local(workdir)
     self._writers = {}
     self._flushes = {}  # Flushes of each run's current event file (object stores).
+    self._opened = {}  # When each run's current event file was opened (wall clock).
     self._pending = []  # Metrics lines not yet uploaded (object stores).
     self._next_part = 0
     self._last_flush = time.monotonic()
@@ -109,6 +111,7 @@ class MetricWriter:
       writer = tf.summary.create_file_writer(os.path.join(self.logdir, run))
     self._writers[run] = writer
     self._flushes[run] = 0
+    self._opened[run] = time.time()
 
   def forget_after(self, step: int) -> None:
     """Drops metrics.jsonl lines after `step`, where a resumed run starts again.
@@ -229,7 +232,10 @@ class MetricWriter:
     for run, w in list(self._writers.items()):
       w.flush()
       self._flushes[run] += 1
-      if self._flushes[run] >= ROTATE_AFTER_FLUSHES:
+      # Event file names start with their creation second, and TensorBoard reads a run's files
+      # in name order: a new file must not start in the same second as the one it follows.
+      if (self._flushes[run] >= ROTATE_AFTER_FLUSHES and
+          time.time() - self._opened[run] >= 1.0):
         w.close()
         self._open(run)
 
