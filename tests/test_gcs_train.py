@@ -78,6 +78,12 @@ def test_data_and_run_on_gs_leave_checkpoints_metrics_config_and_final_metrics(g
     prefix = f"{BUCKET}/ref/checkpoints/{step}/"
     mine = [i for i, name in enumerate(order) if name.startswith(prefix)]
     assert order[max(mine)] == prefix + "commit_success.txt", [order[i] for i in mine]
+  # Bytes uploaded, outside checkpoints, at most 3x what the run leaves (every flush of a GCS
+  # file uploads all of it again; measure_uploads.py measures long runs).
+  uploaded = sum(n for k, n in reference["stats"]["uploaded"].items()
+                 if k.startswith(f"{BUCKET}/ref/") and "/checkpoints/" not in k)
+  final = sum(n for k, n in gcs.list(BUCKET, "ref/").items() if "/checkpoints/" not in k)
+  assert uploaded <= 3 * final, (uploaded, final)
   # The lease went with the run.
   assert "ref/lock" not in gcs.list(BUCKET, "ref/")
 
