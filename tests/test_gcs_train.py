@@ -84,6 +84,11 @@ def test_data_and_run_on_gs_leave_checkpoints_metrics_config_and_final_metrics(g
                  if k.startswith(f"{BUCKET}/ref/") and "/checkpoints/" not in k)
   final = sum(n for k, n in gcs.list(BUCKET, "ref/").items() if "/checkpoints/" not in k)
   assert uploaded <= 3 * final, (uploaded, final)
+  # An event file is uploaded when opened, at our (timed or final) flushes and at its close: not at
+  # every tag (tf.summary's `as_default()` block flushes when it ends).
+  writes = reference["stats"]["writes"]
+  events = {k: n for k, n in writes.items() if "/tensorboard/" in k and ".tfevents." in k}
+  assert events and max(events.values()) <= 5, events
   # The lease went with the run.
   assert "ref/lock" not in gcs.list(BUCKET, "ref/")
 

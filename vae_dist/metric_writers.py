@@ -17,6 +17,7 @@ square of the run's length and every host loop waits on the network. So on objec
   at most that many times (TensorBoard reads every event file of a run directory).
 Local disks keep the cheap way: a line appended per log point, writers flushed per host loop.
 """
+import contextlib
 import json
 import os
 import time
@@ -105,8 +106,9 @@ class MetricWriter:
   def _open(self, run: str) -> None:
     if self.object_store:
       # Only our own flushes upload: no flush every 10 events or every 2 minutes.
+      # (flush_millis is multiplied by 1000 in an int32: 30 minutes is near its limit.)
       writer = tf.summary.create_file_writer(os.path.join(self.logdir, run), max_queue=10**6,
-                                             flush_millis=10**9)
+                                             flush_millis=30 * 60 * 1000)
     else:
       writer = tf.summary.create_file_writer(os.path.join(self.logdir, run))
     self._writers[run] = writer
@@ -142,6 +144,18 @@ class MetricWriter:
     for part in parts:  # Only once their lines are in metrics.jsonl.
       tf.io.gfile.remove(part)
 
+  @contextlib.contextmanager
+  def _target(self, run: str, step: int):
+    """Makes `run`'s writer the default at `step`, without flushing it afterwards.
+
+    `writer.as_default()` flushes the writer when its block ends (in eager mode): one flush per
+    tag written, and on gs:// each flush uploads the whole event file again. Our flushes come
+    from flush() instead. The writer stays the thread's default afterwards; every summary of a
+    run is written through this class, which sets the one it means each time.
+    """
+    self._writers[run].set_as_default(step=int(step))
+    yield
+
   @staticmethod
   def _run_of(tag: str) -> str:
     return "eval" if tag.startswith("eval/") else "train"
@@ -158,7 +172,7 @@ class MetricWriter:
       with open(self.jsonl_path, "a") as f:
         f.write(line + "\n")
     for tag, value in scalars.items():
-      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+      with self._target(self._run_of(tag), step):
         tf.summary.scalar(tag, float(value))
 
   def write_images(self, step: int, images: dict) -> None:
@@ -169,28 +183,28 @@ class MetricWriter:
       value = np.asarray(value)
       if value.dtype != np.uint8:
         value = np.clip(value, 0.0, 1.0)
-      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+      with self._target(self._run_of(tag), step):
         tf.summary.image(tag, value, max_outputs=value.shape[0])
 
   def write_histograms(self, step: int, histograms: dict) -> None:
     if not self.enabled:
       return
     for tag, value in histograms.items():
-      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+      with self._target(self._run_of(tag), step):
         tf.summary.histogram(tag, np.asarray(value))
 
   def write_text(self, step: int, texts: dict) -> None:
     if not self.enabled:
       return
     for tag, value in texts.items():
-      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+      with self._target(self._run_of(tag), step):
         tf.summary.text(tag, value)
 
   def write_graph(self, graph) -> None:
     """The train step's graph (a tf.Graph or concrete function's graph) for the Graphs tab."""
     if not self.enabled:
       return
-    with self._writers["train"].as_default(step=0):
+    with self._target("train", 0):
       tf.summary.graph(graph)
 
   def write_hparams(self, hparams: dict, metric_tags) -> None:
@@ -203,7 +217,7 @@ class MetricWriter:
     if not self.enabled:
       return
     from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
-    with self._writers["eval"].as_default(step=0):
+    with self._target("eval", 0):
       hp.hparams_config(
           hparams=[hp.HParam(name) for name in hparams],
           metrics=[hp.Metric(tag, display_name=tag) for tag in metric_tags])
