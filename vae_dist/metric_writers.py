@@ -274,3 +274,5 @@ class MetricWriter:
       self._merge()
     for w in self._writers.values():
       w.close()
+    if self._writers:  # No closed writer left as this thread's default (see _target).
+      tf.summary.create_noop_writer().set_as_default()
