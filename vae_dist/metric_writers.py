@@ -119,7 +119,8 @@ class MetricWriter:
     """Drops metrics.jsonl lines after `step`, where a resumed run starts again.
 
     A run killed after its last checkpoint logged steps that the resumed run logs once more; a
-    line cut short by the kill is dropped too. The file is replaced whole, atomically.
+    line cut short by the kill is dropped too. The file is replaced whole, atomically; on object
+    stores the part files of the killed run are merged into it first, then removed.
     """
     if not self.enabled:
       return
