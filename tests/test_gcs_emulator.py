@@ -223,3 +223,29 @@ print(tf.io.gfile.GFile("gs://vae-test/flaky/7.txt").read()[:3])
   assert out.split("\n")[-2] == "777"
   assert len(gcs.list("vae-test", "flaky/")) == 8
   assert gcs.stats()["faults_injected"] > 0
+
+
+def test_one_dropped_listing_fails_tensorflows_rmtree_but_not_fileio_rmtree(gcs):
+  # TF's rmtree first lists `<dir>/` (maxResults=1) to see a directory; one dropped connection
+  # there and it raises NotFoundError "doesn't exist or not a directory", the tree untouched.
+  for d in ("plain", "ours"):
+    for j in range(3):
+      gcs.write("vae-test", f"rm/{d}/state/f{j}", b"x")
+  gcs.set_faults(rate=1.0, mode="drop", kinds=["list"], limit=2)  # The first listing of each.
+  out = gcs.python(r"""
+import json, tensorflow as tf
+from vae_dist import fileio
+out = {}
+try:
+  tf.io.gfile.rmtree("gs://vae-test/rm/plain")
+  out["plain"] = "removed"
+except tf.errors.NotFoundError as e:
+  out["plain"] = "NotFoundError"
+fileio.rmtree("gs://vae-test/rm/ours")
+out["ours"] = "removed"
+print(json.dumps(out))
+""")
+  assert json.loads(out.strip().splitlines()[-1]) == {"plain": "NotFoundError", "ours": "removed"}
+  assert gcs.stats()["faults_injected"] == 2
+  assert len(gcs.list("vae-test", "rm/plain/")) == 3  # TF gave up without deleting anything.
+  assert gcs.list("vae-test", "rm/ours/") == {}

@@ -143,7 +143,10 @@ class MetricWriter:
     if changed or len(kept) != len(lines):
       fileio.write_text_atomic(self.jsonl_path, "".join(k + "\n" for k in kept))
     for part in parts:  # Only once their lines are in metrics.jsonl.
-      tf.io.gfile.remove(part)
+      try:
+        tf.io.gfile.remove(part)
+      except tf.errors.NotFoundError:
+        pass  # A retried delete whose first attempt went through.
 
   @contextlib.contextmanager
   def _target(self, run: str, step: int):

@@ -7,6 +7,7 @@ resolve to 127.0.0.1, then serves TLS on 127.0.0.1:443 and the control API on a 
 Commands join the namespace with `nsenter --target <this pid> --net --mount`.
 """
 import argparse
+import collections
 import signal
 import socket
 import ssl
@@ -41,8 +42,11 @@ def main():
   faults = emulator.Faults()
   context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
   context.load_cert_chain(args.cert, args.key)
-  gcs = emulator.make_server(("127.0.0.1", 443), store=store, faults=faults, context=context)
-  control = emulator.make_control_server(args.control, store=store, faults=faults)
+  log = collections.deque(maxlen=2000)  # The latest requests, for a test that needs to look.
+  gcs = emulator.make_server(("127.0.0.1", 443), store=store, faults=faults, context=context,
+                             request_log=log)
+  control = emulator.make_control_server(args.control, store=store, faults=faults,
+                                         request_log=log)
   threading.Thread(target=gcs.serve_forever, daemon=True).start()
   signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=control.shutdown).start())
   print("ready", flush=True)
