@@ -16,11 +16,14 @@ from gcs_harness import gcs, gcs_namespace  # noqa: F401  # pylint: disable=unus
 BUCKET = "vae-test"
 SMOKE = "configs/mnist.py:smoke"
 # 12 steps, a checkpoint every 4, a log line every 2, the two latest steps kept, one eval at the
-# end. (An eval at the step a run resumes from makes the resumed run differ from an uninterrupted
-# one, on local disk too: see test_resume_at_an_eval_step_matches_an_uninterrupted_run.)
+# end.
 RUN = ["--config.dataset=fashion_mnist", "--config.eval_num_examples=-1",
        "--config.deterministic=true", "--config.num_train_steps=12", "--config.max_to_keep=2",
        "--config.eval_every_steps=12"]
+# TensorFlow's GCS client retries up to 10 times from a 1 s delay, doubling; shorter here so that
+# a fault test takes seconds (the same retry code runs).
+QUICK_RETRIES = {"GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "50000",
+                 "GCS_RETRY_CONFIG_MAX_DELAY_TIME_US": "400000"}
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +126,14 @@ def test_kill_during_a_save_refuses_a_second_run_then_resumes_from_the_committed
   steps = [m["step"] for m in metrics_parts(gcs, "killed") if "train/loss" in m]
   assert steps[:2] == [2, 4] and max(steps) > 4, steps
 
-  proc = gcs.run(cli.main_args(SMOKE, f"gs://{BUCKET}/killed", *RUN, *data))
+  # The resumed run also rides out a store that answers 5% of its requests with 503 or drops
+  # the connection (TensorFlow's client retries).
+  gcs.set_faults(rate=0.05, mode="mix", seed=3)
+  proc = gcs.run(cli.main_args(SMOKE, f"gs://{BUCKET}/killed", *RUN, *data), **QUICK_RETRIES)
+  injected = gcs.stats()["faults_injected"]
+  gcs.set_faults()
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert injected > 5, injected
   assert "Taking over the workdir lease of a run that is gone" in proc.stderr
   assert "step directory without commit_success.txt (unfinished save)" in proc.stderr
   assert "Resumed from gs://vae-test/killed/checkpoints/4" in proc.stderr
@@ -136,8 +145,9 @@ def test_kill_during_a_save_refuses_a_second_run_then_resumes_from_the_committed
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "resuming this 12-step smoke run from step 4 does not reproduce the uninterrupted run, on "
-    "local disk too (eval/elbo -543.147 vs -542.976): a product bug outside gs://, reported"))
+    "not gs://: on local disk too, this command run uninterrupted and the same command killed "
+    "just after its step-4 commit leave different step-4 checkpoints (42 tensors differ), and "
+    "the resumed run ends at eval/elbo -543.147 instead of -542.976; reported, not yet found"))
 def test_resumed_run_equals_the_uninterrupted_one(gcs, reference):
   resumed = json.loads(gcs.read(BUCKET, "killed/final_metrics.json"))
   expected = json.loads(gcs.read(BUCKET, "ref/final_metrics.json"))
@@ -220,23 +230,6 @@ def test_tensorboard_shows_scalars_and_images_from_the_gs_logdir(gcs, reference)
   assert seen["png"] == "89504e470d0a1a0a"
 
 
-# TensorFlow's GCS client retries up to 10 times from a 1 s delay, doubling; shorter here so that
-# a fault test takes seconds (the same retry code runs).
-QUICK_RETRIES = {"GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "50000",
-                 "GCS_RETRY_CONFIG_MAX_DELAY_TIME_US": "400000"}
-
-
-def test_a_run_rides_out_503s_and_dropped_connections(gcs, data):
-  gcs.set_faults(rate=0.05, mode="mix", seed=3)
-  proc = gcs.run(cli.main_args(SMOKE, f"gs://{BUCKET}/flaky", *RUN, *data), **QUICK_RETRIES)
-  injected = gcs.stats()["faults_injected"]
-  gcs.set_faults()
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert injected > 5
-  assert committed_steps(gcs, "flaky") == [8, 12]
-  assert [m["step"] for m in metrics_lines(gcs, "flaky") if "train/loss" in m] == [
-      2, 4, 6, 8, 10, 12]
-
 
 def test_a_store_that_stops_answering_ends_the_run_with_one_error_and_loses_nothing(gcs, data):
   run = ["--config.num_train_steps=400", "--config.steps_per_loop=2",
@@ -249,15 +242,19 @@ def test_a_store_that_stops_answering_ends_the_run_with_one_error_and_loses_noth
     assert time.time() < deadline
     time.sleep(0.1)
   gcs.set_faults(rate=1.0, mode="503")  # Every request from now on.
+  step = committed_steps(gcs, "outage")[-1]  # Retention removes the oldest first.
+  prefix = f"outage/checkpoints/{step}/"
+  before = {n: gcs.read(BUCKET, n) for n in gcs.list(BUCKET, prefix)}
   _, stderr = first.communicate(timeout=240)
   gcs.set_faults()
   errors = [line for line in stderr.splitlines() if line.startswith("error:")]
   assert first.returncode == 1 and len(errors) == 1, stderr[-3000:]
   assert "Traceback" not in stderr, stderr[-3000:]
-  committed = committed_steps(gcs, "outage")
-  assert committed, "a committed checkpoint was lost"
-  proc = gcs.run(cli.main_args(SMOKE, f"gs://{BUCKET}/outage", *RUN, *data,
-                               "--config.num_train_steps=" + str(committed[-1] + 4),
-                               "--config.steps_per_loop=2", "--config.checkpoint_every_steps=4"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert f"Resumed from gs://vae-test/outage/checkpoints/{committed[-1]}" in proc.stderr
+  # Says what it could not reach and that committed checkpoints are safe, e.g. "error: the
+  # storage did not answer (when initiating an upload to gs://vae-test/outage/metrics.jsonl.
+  # parts/000001.jsonl, All 2 retry attempts failed. ...). Committed checkpoints are unchanged;
+  # start the same command again to resume once the storage answers."
+  assert "gs://vae-test/outage/" in errors[0] and "committed" in errors[0].lower(), errors[0]
+  # Step `step` is still committed, byte for byte (a later one may have been committed too).
+  assert step in committed_steps(gcs, "outage")
+  assert {n: gcs.read(BUCKET, n) for n in gcs.list(BUCKET, prefix)} == before
