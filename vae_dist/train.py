@@ -133,6 +133,10 @@ def _train(config, workdir, strategy, chief, builder) -> dict:
   """The run itself, once the config, devices, data and workdir are known to be usable."""
   total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
 
+  # Again here: preparing the data (in a run that finds it missing) creates random ops, which
+  # moves TensorFlow's op-seed counter, so the initial weights of a first run differed from
+  # those of the same command run once the data was there (and its resume did not match).
+  tf.keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     model = models.VAE(config)
     optimizer = steps.create_optimizer(config, total_steps)
