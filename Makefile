@@ -14,7 +14,7 @@ PINS := tensorflow==2.21.0 tensorflow-datasets==4.9.10 tensorboard==2.21.0 keras
 # Test workers: the suite is CPU-bound; one per core.
 TEST_WORKERS ?= 2
 
-.PHONY: run test install data clean
+.PHONY: run test install data gcs-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,10 +41,30 @@ data:
 	  echo "Fashion-MNIST: TFDS will download it on the first run"; \
 	fi
 
+# The gs:// tests (tests/test_gcs_*.py) run TensorFlow's GCS client against tests/gcs/emulator.py
+# inside a private network + mount namespace: they need unshare and nsenter (util-linux), ip
+# (iproute2) and openssl (a self-signed certificate for www.googleapis.com). Without root or these
+# tools the tests are skipped with a message saying why.
+gcs-tools:
+	@missing=""; \
+	for t in unshare:util-linux nsenter:util-linux ip:iproute2 openssl:openssl; do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+	  :; \
+	elif [ -f /etc/debian_version ] && [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing$$missing for the gs:// tests"; \
+	  apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1; apt-get install -y -q $$missing >/dev/null; } || \
+	    echo "apt-get could not install$$missing; the gs:// tests will be skipped"; \
+	else \
+	  echo "Missing$$missing: the gs:// tests will be skipped"; \
+	fi
+
 run: install data
 	$(BIN)/python -m vae_dist.main --config=configs/fashion_mnist.py:quick --workdir=$(WORKDIR)
 
-test: install data
+test: install data gcs-tools
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
 
 clean:

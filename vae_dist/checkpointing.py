@@ -364,7 +364,7 @@ def _json_default(value):
 def _rmtree_quietly(path: str) -> None:
   try:
     if tf.io.gfile.exists(path):
-      tf.io.gfile.rmtree(path)
+      fileio.rmtree(path)
   except (tf.errors.OpError, OSError) as e:
     logging.warning("Could not remove %s: %s", path, e)
 
@@ -920,7 +920,7 @@ class CheckpointManager:
     try:
       if tf.io.gfile.exists(work_dir):
         # An earlier attempt at this step in this process failed half-way.
-        tf.io.gfile.rmtree(work_dir)
+        fileio.rmtree(work_dir)
       tf.io.gfile.makedirs(_join(work_dir, STATE_SUBDIR))
       writer.write(state_prefix(work_dir))
       record["commit_timestamp"] = max(time.time(), record["start_timestamp"])
@@ -990,7 +990,7 @@ class CheckpointManager:
         continue
       logging.warning("Removing %s: %s.", path, reason)
       try:
-        tf.io.gfile.rmtree(path)
+        fileio.rmtree(path)
       except tf.errors.OpError as e:
         raise WorkdirError(f"Cannot remove the incomplete checkpoint {path}: {e}") from e
 
@@ -1034,10 +1034,10 @@ class CheckpointManager:
         trash = step_dir + TMP_SUFFIX + ".deleting"
         _rmtree_quietly(trash)
         tf.io.gfile.rename(step_dir, trash)
-        tf.io.gfile.rmtree(trash)
+        fileio.rmtree(trash)
       else:
         tf.io.gfile.remove(_join(step_dir, COMMIT_MARKER_FILENAME))
-        tf.io.gfile.rmtree(step_dir)
+        fileio.rmtree(step_dir)
     except (tf.errors.OpError, OSError) as e:
       # Not fatal: the newer checkpoints are safe; a leftover is retried at the next commit or
       # removed at the next start.

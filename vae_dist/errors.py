@@ -12,6 +12,10 @@ from typing import Optional
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 _STORAGE_WORDS = ("No space left", "File too large", "Disk quota", "Read-only file system",
                   "Permission denied")
+# How TensorFlow's GCS client reports an object store that kept failing after its own retries
+# (HTTP 5xx, dropped connections): an Aborted/Unavailable/DeadlineExceeded OpError with these words.
+_UNREACHABLE_TYPES = ("AbortedError", "UnavailableError", "DeadlineExceededError")
+_UNREACHABLE_WORDS = ("retry attempts failed", "Error executing an HTTP request")
 
 
 class VaeDistError(Exception):
@@ -52,6 +56,12 @@ def first_line(error: BaseException) -> str:
   return text.splitlines()[0] if text else type(error).__name__
 
 
+def _last_line(error: BaseException) -> str:
+  """TF's GCS messages end with what it was doing ("when initiating an upload to gs://...")."""
+  lines = [l.strip() for l in (getattr(error, "message", None) or str(error)).splitlines()]
+  return next((l for l in reversed(lines) if l), type(error).__name__)
+
+
 def describe_storage_failure(error: BaseException) -> Optional[str]:
   """The user's message when `error` is a write refused by storage (full, read-only, ...), else None.
 
@@ -59,6 +69,11 @@ def describe_storage_failure(error: BaseException) -> Optional[str]:
   must know is the same each time: what failed, that committed checkpoints are intact, what to do.
   """
   text = getattr(error, "message", None) or str(error)
+  if (type(error).__name__ in _UNREACHABLE_TYPES and
+      any(word in text for word in _UNREACHABLE_WORDS)):
+    return (f"the storage did not answer ({_last_line(error)}, {first_line(error)}). Committed "
+            "checkpoints are unchanged; start the same command again to resume once the storage "
+            "answers.")
   if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
     what = f"{error.filename}: {error.strerror}" if error.filename else text
   elif any(word in text for word in _STORAGE_WORDS) and not isinstance(error, VaeDistError):

@@ -2,14 +2,84 @@
 
 Only the chief writes; other workers get a writer that does nothing, so callers need no checks.
 Everything is written from the host between host loops, never from inside a step.
+
+Object stores (gs://) cannot append: TensorFlow's GCS writer uploads the whole file again at
+every flush, and a rename is a copy plus a delete. Written the local way (a metrics.jsonl
+rewritten per log line, event files flushed per host loop), the bytes uploaded grow with the
+square of the run's length and every host loop waits on the network. So on object stores:
+
+- metrics lines are buffered and written as numbered part files holding only the new lines,
+  `metrics.jsonl.parts/<n>.jsonl`, when FLUSH_SECONDS have passed or a checkpoint is saved
+  (so a resumed run finds every line up to its checkpoint); at the end of the run (and when a
+  run resumes) the parts are merged into `metrics.jsonl` and removed. read_metrics() reads both.
+- TensorBoard writers are flushed at most every FLUSH_SECONDS, and after ROTATE_AFTER_FLUSHES
+  flushes a run's event file is closed and a new one started, so each event byte is uploaded
+  at most that many times (TensorBoard reads every event file of a run directory).
+Local disks keep the cheap way: a line appended per log point, writers flushed per host loop.
 """
+import contextlib
 import json
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
 
 from vae_dist import fileio
+
+# On object stores: the longest time metrics lines and events wait in memory before an upload.
+FLUSH_SECONDS = 60.0
+# On object stores: flushes of one event file before it is closed and a new one is started.
+ROTATE_AFTER_FLUSHES = 3
+PARTS_DIR = "metrics.jsonl.parts"
+
+
+def _read_lines(path: str) -> list:
+  """The file's lines; bytes that are not UTF-8 (a damaged line) become U+FFFD, not an error."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read().decode("utf-8", "replace").splitlines()
+
+
+def _parse(lines):
+  out = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+      if isinstance(record, dict) and isinstance(record.get("step"), int):
+        out.append(line)
+    except ValueError:
+      pass  # A line cut short by a kill.
+  return out
+
+
+def _stored_lines(workdir: str):
+  """(lines of metrics.jsonl then of its parts in order, the part files), duplicates dropped.
+
+  A run killed after merging the parts but before removing them leaves lines in both places;
+  they are identical, and kept once.
+  """
+  jsonl = os.path.join(workdir, "metrics.jsonl")
+  try:
+    lines = _read_lines(jsonl)
+  except tf.errors.NotFoundError:  # (ram:// says a name exists when it is a prefix of one.)
+    lines = []
+  parts_dir = os.path.join(workdir, PARTS_DIR)
+  parts = []
+  if tf.io.gfile.isdir(parts_dir):
+    parts = sorted(os.path.join(parts_dir, n) for n in tf.io.gfile.listdir(parts_dir)
+                   if n.endswith(".jsonl"))
+  seen = set(lines)
+  for part in parts:
+    for line in _read_lines(part):
+      if line not in seen:
+        seen.add(line)
+        lines.append(line)
+  return _parse(lines), parts
+
+
+def read_metrics(workdir: str) -> list:
+  """Every metrics record of a run, in order: metrics.jsonl and, on gs://, its part files."""
+  return [json.loads(line) for line in _stored_lines(workdir)[0]]
 
 
 class MetricWriter:
@@ -24,41 +94,74 @@ class MetricWriter:
     self.enabled = enabled
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     self.logdir = os.path.join(workdir, "tensorboard")
+    self.workdir = workdir
+    self.object_store = not fileio.is_local(workdir)
     self._writers = {}
-    self._lines = None
+    self._flushes = {}  # Flushes of each run's current event file (object stores).
+    self._opened = {}  # When each run's current event file was opened (wall clock).
+    self._pending = []  # Metrics lines not yet uploaded (object stores).
+    self._next_part = 0
+    self._last_flush = time.monotonic()
     if not enabled:
       return
     for run in ("train", "eval"):
-      self._writers[run] = tf.summary.create_file_writer(os.path.join(self.logdir, run))
-    if not fileio.is_local(self.jsonl_path):
-      # Object stores cannot append: keep the lines and rewrite the (small) file each time.
-      self._lines = []
-      if tf.io.gfile.exists(self.jsonl_path):
-        with tf.io.gfile.GFile(self.jsonl_path) as f:
-          self._lines = f.read().splitlines()
+      self._open(run)
+
+  def _open(self, run: str) -> None:
+    if self.object_store:
+      # Only our own flushes upload: no flush every 10 events or every 2 minutes.
+      # (flush_millis is multiplied by 1000 in an int32: 30 minutes is near its limit.)
+      writer = tf.summary.create_file_writer(os.path.join(self.logdir, run), max_queue=10**6,
+                                             flush_millis=30 * 60 * 1000)
+    else:
+      writer = tf.summary.create_file_writer(os.path.join(self.logdir, run))
+    self._writers[run] = writer
+    self._flushes[run] = 0
+    self._opened[run] = time.time()
 
   def forget_after(self, step: int) -> None:
     """Drops metrics.jsonl lines after `step`, where a resumed run starts again.
 
     A run killed after its last checkpoint logged steps that the resumed run logs once more; a
-    line cut short by the kill is dropped too. The file is replaced whole, atomically.
+    line cut short by the kill is dropped too. The file is replaced whole, atomically; on object
+    stores the part files of the killed run are merged into it first, then removed.
     """
-    if not self.enabled or not tf.io.gfile.exists(self.jsonl_path):
+    if not self.enabled:
       return
-    with tf.io.gfile.GFile(self.jsonl_path, "rb") as f:
-      # Bytes that are not UTF-8 (a damaged line) become U+FFFD and the line is dropped below.
-      lines = f.read().decode("utf-8", "replace").splitlines()
-    kept = []
-    for line in lines:
-      try:
-        if json.loads(line)["step"] <= step:
-          kept.append(line)
-      except (ValueError, KeyError, TypeError):
-        pass
-    if len(kept) != len(lines):
+    self._merge(last_step=step)
+
+  def _merge(self, last_step=None) -> None:
+    """Rewrites metrics.jsonl as its lines and its parts' (up to last_step), removes the parts."""
+    if not tf.io.gfile.exists(self.jsonl_path) and not tf.io.gfile.isdir(
+        os.path.join(self.workdir, PARTS_DIR)):
+      return
+    if self.object_store:
+      lines, parts = _stored_lines(self.workdir)
+      changed = bool(parts)
+    else:
+      raw = _read_lines(self.jsonl_path)
+      lines, parts = _parse(raw), []
+      changed = len(lines) != len(raw)  # A line cut short by a kill.
+    kept = [l for l in lines if last_step is None or json.loads(l)["step"] <= last_step]
+    if changed or len(kept) != len(lines):
       fileio.write_text_atomic(self.jsonl_path, "".join(k + "\n" for k in kept))
-    if self._lines is not None:
-      self._lines = kept
+    for part in parts:  # Only once their lines are in metrics.jsonl.
+      try:
+        tf.io.gfile.remove(part)
+      except tf.errors.NotFoundError:
+        pass  # A retried delete whose first attempt went through.
+
+  @contextlib.contextmanager
+  def _target(self, run: str, step: int):
+    """Makes `run`'s writer the default at `step`, without flushing it afterwards.
+
+    `writer.as_default()` flushes the writer when its block ends (in eager mode): one flush per
+    tag written, and on gs:// each flush uploads the whole event file again. Our flushes come
+    from flush() instead. The writer stays the thread's default afterwards; every summary of a
+    run is written through this class, which sets the one it means each time.
+    """
+    self._writers[run].set_as_default(step=int(step))
+    yield
 
   @staticmethod
   def _run_of(tag: str) -> str:
@@ -70,17 +173,13 @@ class MetricWriter:
     record = {"step": int(step)}
     record.update({k: float(v) for k, v in scalars.items()})
     line = json.dumps(record, sort_keys=True)
-    if self._lines is None:
+    if self.object_store:
+      self._pending.append(line)
+    else:
       with open(self.jsonl_path, "a") as f:
         f.write(line + "\n")
-    else:
-      self._lines.append(line)
-      tmp = self.jsonl_path + ".tmp"
-      with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write("\n".join(self._lines) + "\n")
-      tf.io.gfile.rename(tmp, self.jsonl_path, overwrite=True)
     for tag, value in scalars.items():
-      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+      with self._target(self._run_of(tag), step):
         tf.summary.scalar(tag, float(value))
 
   def write_images(self, step: int, images: dict) -> None:
@@ -91,28 +190,28 @@ class MetricWriter:
       value = np.asarray(value)
       if value.dtype != np.uint8:
         value = np.clip(value, 0.0, 1.0)
-      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+      with self._target(self._run_of(tag), step):
         tf.summary.image(tag, value, max_outputs=value.shape[0])
 
   def write_histograms(self, step: int, histograms: dict) -> None:
     if not self.enabled:
       return
     for tag, value in histograms.items():
-      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+      with self._target(self._run_of(tag), step):
         tf.summary.histogram(tag, np.asarray(value))
 
   def write_text(self, step: int, texts: dict) -> None:
     if not self.enabled:
       return
     for tag, value in texts.items():
-      with self._writers[self._run_of(tag)].as_default(step=int(step)):
+      with self._target(self._run_of(tag), step):
         tf.summary.text(tag, value)
 
   def write_graph(self, graph) -> None:
     """The train step's graph (a tf.Graph or concrete function's graph) for the Graphs tab."""
     if not self.enabled:
       return
-    with self._writers["train"].as_default(step=0):
+    with self._target("train", 0):
       tf.summary.graph(graph)
 
   def write_hparams(self, hparams: dict, metric_tags) -> None:
@@ -125,16 +224,62 @@ class MetricWriter:
     if not self.enabled:
       return
     from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
-    with self._writers["eval"].as_default(step=0):
+    with self._target("eval", 0):
       hp.hparams_config(
           hparams=[hp.HParam(name) for name in hparams],
           metrics=[hp.Metric(tag, display_name=tag) for tag in metric_tags])
       hp.hparams(hparams, trial_id=os.path.basename(os.path.dirname(self.logdir.rstrip("/"))))
 
-  def flush(self) -> None:
-    for w in self._writers.values():
+  def flush(self, *, metrics_now: bool = False, force: bool = False) -> None:
+    """Flushes what was written; on object stores at most every FLUSH_SECONDS unless `force`.
+
+    Args:
+      metrics_now: on object stores, upload the pending metrics lines now (a checkpoint was
+        saved: a run resumed from it must find every line up to it).
+      force: flush everything now.
+    """
+    if not self.enabled:
+      return
+    if not self.object_store:
+      for w in self._writers.values():
+        w.flush()
+      return
+    due = force or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+    if due or metrics_now:
+      self._write_part()
+    if not due:
+      return
+    self._last_flush = time.monotonic()
+    for run, w in list(self._writers.items()):
       w.flush()
+      self._flushes[run] += 1
+      # Event file names start with their creation second, and TensorBoard reads a run's files
+      # in name order: a new file must not start in the same second as the one it follows.
+      if (self._flushes[run] >= ROTATE_AFTER_FLUSHES and
+          time.time() - self._opened[run] >= 1.0):
+        w.close()
+        self._open(run)
+
+  def _write_part(self) -> None:
+    if not self._pending:
+      return
+    parts_dir = os.path.join(self.workdir, PARTS_DIR)
+    if self._next_part == 0 and tf.io.gfile.isdir(parts_dir):
+      names = [n for n in tf.io.gfile.listdir(parts_dir) if n.endswith(".jsonl")]
+      self._next_part = 1 + max([int(n.split(".")[0]) for n in names if n[:1].isdigit()] or [-1])
+    path = os.path.join(parts_dir, f"{self._next_part:06d}.jsonl")
+    # A new object, written once: no rename needed, and a kill leaves no half line behind
+    # (GCS makes an upload visible only when it is complete).
+    with tf.io.gfile.GFile(path, "w") as f:
+      f.write("".join(line + "\n" for line in self._pending))
+    self._pending = []
+    self._next_part += 1
 
   def close(self) -> None:
+    if self.enabled and self.object_store:
+      self._write_part()
+      self._merge()
     for w in self._writers.values():
       w.close()
+    if self._writers:  # No closed writer left as this thread's default (see _target).
+      tf.summary.create_noop_writer().set_as_default()

@@ -117,7 +117,7 @@ class RunSummaries:
     hparams = {name: config[name] for name in HPARAMS}
     hparams["num_replicas"] = self.num_replicas
     self.writer.write_hparams(hparams, EVAL_METRICS)
-    self.writer.flush()
+    self.writer.flush(force=True)
 
   @_timed
   def train(self, step: int, metrics: dict, kl_dims, eta: str) -> None:
@@ -155,8 +155,12 @@ class RunSummaries:
       logging.info("Profile written to %s (TensorBoard's Profile tab).",
                    os.path.join(logdir, "plugins", "profile"))
 
-  def flush(self) -> None:
-    self.writer.flush()
+  @_timed
+  def flush(self, step: int) -> None:
+    """After each host loop. On object stores the writer uploads at most once a minute, and the
+    metrics lines also when `step` saved a checkpoint, so that a resume finds them all."""
+    checkpointed = (step % self.config.checkpoint_every_steps == 0 or step >= self.total_steps)
+    self.writer.flush(metrics_now=checkpointed)
 
   def close(self, train_seconds: float) -> None:
     if self._profiling:

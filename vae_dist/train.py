@@ -155,9 +155,10 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
 
   # Python, NumPy, TensorFlow and Keras seeds, set right before the weights are drawn: preparing
-  # a data set draws from them too, so seeding earlier gave a run that prepared its data other
-  # initial weights than the same run on prepared data. Everything random after this is
-  # stateless and seeded explicitly (noise, shuffle, binarising).
+  # a data set draws from them too (and creates random ops, which moves TensorFlow's op-seed
+  # counter), so seeding earlier gave a run that prepared its data other initial weights than
+  # the same command once the data was there. Everything random after this is stateless and
+  # seeded explicitly (noise, shuffle, binarising).
   tf.keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     model = models.VAE(config)
@@ -265,7 +266,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
         if last_eval_step == current:
           metadata["metrics"] = eval_metrics
         manager.save(current, checkpoint, metadata)
-      summaries.flush()
+      summaries.flush(current)
       if stop:
         logging.warning("Stopped at step %d after %s; start again to resume (exit status %d).",
                         current, watch.reason or "another worker's preemption notice",
