@@ -88,7 +88,7 @@ def test_two_input_pipelines_cover_the_train_split_once_per_epoch(fifty_test_exa
     ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
                                      num_replicas_in_sync=2)
     ds = input_pipeline.train_dataset_fn(builder, config, start_step=0)(ctx)
-    _, count = input_pipeline._read_train_shard(builder, config, ctx)
+    *_, count = input_pipeline._train_file_instructions(builder, config, ctx)  # pylint: disable=protected-access
     batches = count // 4
     for batch in ds.take(batches):
       seen.extend(map(bytes, (batch["image"].numpy() * 255).round().astype(np.uint8)))

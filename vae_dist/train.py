@@ -63,6 +63,20 @@ def _check_tensorflow_version():
         "(tensorflow-tpu 2.20); see BUILD_NOTES.md, 'TPU VMs: the table'.")
 
 
+def _has_step_dirs(workdir: str) -> bool:
+  """Whether the run has written any checkpoint step, committed or not, from one listing.
+
+  Read before the workdir lock, so it must not open a step's files: on an object store a step
+  that another run is committing right now can keep such a read waiting for minutes.
+  """
+  root = os.path.join(workdir, "checkpoints")
+  try:
+    names = tf.io.gfile.listdir(root) if tf.io.gfile.isdir(root) else []
+  except tf.errors.OpError:
+    return False
+  return any(name.rstrip("/").split(".")[0].isdigit() for name in names)
+
+
 def _stop_agreed(watch: preemption.PreemptionWatch, strategy) -> bool:
   """True when any worker was told to stop; every worker gets the same answer."""
   if distribution.num_input_pipelines(strategy) == 1:
@@ -97,9 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # A resume whose config changes what the run trains is refused here, before the data is
   # prepared and before anything is written (every worker reads the same config.json).
   history = config_changes.check_resume(
-      workdir, config, has_checkpoints=bool(checkpointing.CheckpointManager(
-          directory=os.path.join(workdir, "checkpoints"), is_chief=False,
-          max_to_keep=None).all_steps()), accept=accept_config_changes)
+      workdir, config, has_checkpoints=_has_step_dirs(workdir), accept=accept_config_changes)
   distribution.configure_host_devices(config)
   strategy = distribution.create_strategy(config)
   distribution.check_batch(config, strategy)
