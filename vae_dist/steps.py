@@ -24,9 +24,10 @@ class _ReducedGradients:
   replica context. The train step has reduced them once already (the norm, the clipping and the
   finiteness check need the global-batch gradient), so a second sum would double the traffic
   over NCCL / ICI / the data-centre network. Keras offers no public switch for this (Keras 2 had
-  `experimental_aggregate_gradients=False`); this override of its one reduction hook is listed
-  with the other private APIs in BUILD_NOTES.md, and tests/test_replicas.py counts the
-  all-reduces of a traced step, so a Keras upgrade that bypasses it fails there.
+  `experimental_aggregate_gradients=False`); this override of its one reduction hook, and the
+  swap of the iteration counter's backing variable below, are private Keras API, named in
+  BUILD_NOTES.md's traps; tests/test_replicas.py counts the all-reduces and broadcasts of a traced
+  step, so a Keras upgrade that bypasses either fails there.
   """
 
   def __init__(self, *args, **kwargs):
