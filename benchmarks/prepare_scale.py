@@ -21,12 +21,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _PREPARE = """
 import sys, time
-from vae_dist import config_defaults, datasets
-c = config_defaults.base_config()
+from vae_dist.config import defaults
+from vae_dist.data import sources
+c = defaults.base_config()
 c.dataset, c.dataset_config = 'cartoon_set', '10k'
 c.manual_dir, c.data_dir = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
-b = datasets.load_builder(c)
+b = sources.load_builder(c)
 n = sum(s.num_examples for s in b.info.splits.values())
 print('RESULT', n, time.perf_counter() - t0)
 """

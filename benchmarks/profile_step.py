@@ -32,9 +32,9 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from vae_dist import models
-from vae_dist import objective
-from vae_dist import steps
+from vae_dist.model import networks
+from vae_dist.model import objective
+from vae_dist.train import steps
 try:
   from tensorflow.tsl.profiler.protobuf import xplane_pb2
 except ImportError:  # The proto moved between releases; the trace itself is still written.
@@ -99,7 +99,7 @@ def main(argv):
     c = config.copy_and_resolve_references()
     c.batch_size, c.steps_per_loop = b, _SPL.value
     c.jit_compile = "true" if jit else "false"
-    model = models.VAE(c)
+    model = networks.VAE(c)
     optimizer = steps.create_optimizer(c, 10**6)
     optimizer.build(model.trainable_variables)
     trainer = steps.Trainer(config=c, strategy=strategy, model=model, optimizer=optimizer)
@@ -115,7 +115,7 @@ def main(argv):
   def plain_way():
     c = config.copy_and_resolve_references()
     c.batch_size = b
-    model = models.VAE(c)
+    model = networks.VAE(c)
     optimizer = steps.create_optimizer(c, 10**6)
     optimizer.build(model.trainable_variables)
 

@@ -6,13 +6,13 @@ archives are missing):
   python -m vae_dist.main --config=configs/cartoon.py --config.manual_dir=~/Downloads
   python -m vae_dist.main --config=configs/cartoon.py:smoke --config.manual_dir=...   # seconds
 """
-from vae_dist import config_checks
-from vae_dist import config_defaults
+from vae_dist.config import checks
+from vae_dist.config import defaults
 
 
 def get_config(arg=None):
-  config_checks.check_arg(arg, ('smoke',), __file__)
-  c = config_defaults.base_config()
+  checks.check_arg(arg, ('smoke',), __file__)
+  c = defaults.base_config()
   c.name = "cartoon"
   c.dataset = "cartoon_set"
   c.dataset_config = "10k"
@@ -20,10 +20,10 @@ def get_config(arg=None):
   c.channels = 3
   c.binarize = "none"
   c.latent_dim = 200
-  c.encoder = config_defaults.conv_stack(
+  c.encoder = defaults.conv_stack(
       filters=[32, 64, 64, 64, 64], kernel_sizes=[3] * 5, strides=[2] * 5, padding="same",
       norm="batch", activation="leaky_relu")
-  c.decoder = config_defaults.conv_stack(
+  c.decoder = defaults.conv_stack(
       filters=[64, 64, 64, 32, 3], kernel_sizes=[3] * 5, strides=[2] * 5, padding="same",
       norm="batch", activation="leaky_relu")
   c.decoder.initial_channels = 64  # Dense 4096 = 8*8*64 at 256x256.
@@ -39,6 +39,6 @@ def get_config(arg=None):
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500
   if arg == "smoke":
-    config_defaults.smoke(c)
+    defaults.smoke(c)
     c.image_size = 32  # Same five stride-2 blocks, 1x1 at the bottom.
   return c

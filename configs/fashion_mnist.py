@@ -4,23 +4,23 @@
   python -m vae_dist.main --config=configs/fashion_mnist.py:quick   # what `make run` trains
   python -m vae_dist.main --config=configs/fashion_mnist.py:smoke   # seconds
 """
-from vae_dist import config_checks
-from vae_dist import config_defaults
+from vae_dist.config import checks
+from vae_dist.config import defaults
 
 
 def get_config(arg=None):
-  config_checks.check_arg(arg, ('quick', 'smoke'), __file__)
-  c = config_defaults.base_config()
+  checks.check_arg(arg, ('quick', 'smoke'), __file__)
+  c = defaults.base_config()
   c.name = "fashion_mnist"
   c.dataset = "fashion_mnist"
   c.image_size = 28
   c.channels = 1
   c.binarize = "none"
   c.latent_dim = 2
-  c.encoder = config_defaults.conv_stack(
+  c.encoder = defaults.conv_stack(
       filters=[32, 64, 64, 64], kernel_sizes=[3, 3, 3, 3], strides=[1, 2, 2, 1], padding="same",
       norm="batch", activation="leaky_relu")
-  c.decoder = config_defaults.conv_stack(
+  c.decoder = defaults.conv_stack(
       filters=[64, 64, 32, 1], kernel_sizes=[3, 3, 3, 3], strides=[1, 2, 2, 1], padding="same",
       norm="batch", activation="leaky_relu")
   c.decoder.initial_channels = 64  # Dense 3136 = 7*7*64.
@@ -39,5 +39,5 @@ def get_config(arg=None):
     # `make run`: a few minutes on a 2-core CPU.
     c.num_epochs = 2
   elif arg == "smoke":
-    config_defaults.smoke(c)
+    defaults.smoke(c)
   return c

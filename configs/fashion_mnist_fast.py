@@ -20,16 +20,16 @@ CVAE tutorial: conv 32/64 stride 2, dense to 2 x latent, dense 7x7x32 then trans
 
 BUILD_NOTES.md has the side-by-side times.
 """
-from vae_dist import config_checks
-from vae_dist import config_defaults
+from vae_dist.config import checks
+from vae_dist.config import defaults
 
 
 def get_config(arg=None):
-  config_checks.check_arg(arg, ('smoke',), __file__)
-  c = config_defaults.base_config()
+  checks.check_arg(arg, ('smoke',), __file__)
+  c = defaults.base_config()
   c.name = "fashion_mnist_fast"
   c.dataset = "fashion_mnist"
-  config_defaults.tutorial_model(c)
+  defaults.tutorial_model(c)
   c.batch_size = 128
   c.eval_batch_size = 2000
   c.optimizer = "adam"
@@ -44,7 +44,7 @@ def get_config(arg=None):
   c.num_image_examples = 0
   c.num_scatter_examples = 0
   if arg == "smoke":
-    config_defaults.smoke(c)
+    defaults.smoke(c)
     c.eval_batch_size = -1
     c.warmup_steps = 0
     c.num_image_examples = 0  # As in the full run: no summaries.

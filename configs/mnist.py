@@ -4,16 +4,16 @@
   python -m vae_dist.main --config=configs/mnist.py --config.dataset=fashion_mnist
   python -m vae_dist.main --config=configs/mnist.py:smoke      # seconds, for a laptop or a test
 """
-from vae_dist import config_checks
-from vae_dist import config_defaults
+from vae_dist.config import checks
+from vae_dist.config import defaults
 
 
 def get_config(arg=None):
-  config_checks.check_arg(arg, ('smoke',), __file__)
-  c = config_defaults.base_config()
+  checks.check_arg(arg, ('smoke',), __file__)
+  c = defaults.base_config()
   c.name = "mnist"
   c.dataset = "mnist"
-  config_defaults.tutorial_model(c)
+  defaults.tutorial_model(c)
   c.batch_size = 32
   c.optimizer = "adam"
   c.learning_rate = 1e-4
@@ -23,5 +23,5 @@ def get_config(arg=None):
   c.log_every_steps = 125
   c.steps_per_loop = 125
   if arg == "smoke":
-    config_defaults.smoke(c)
+    defaults.smoke(c)
   return c

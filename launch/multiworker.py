@@ -80,7 +80,7 @@ _LOG_DIR = _flag(flags.DEFINE_string, "worker_log_dir", "",
                  "Also write worker i's output to <worker_log_dir>/worker_<i>.log.")
 
 EXIT_TIMEOUT = 124
-# What vae_dist.main exits with after saving on a preemption notice (vae_dist/preemption.py).
+# What vae_dist.main exits with after saving on a preemption notice (vae_dist/train/preemption.py).
 RESTARTABLE_EXIT_CODE = 143
 
 

@@ -805,7 +805,7 @@ class Runner:
     return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-# What vae_dist.main exits with after saving on a preemption notice (vae_dist/preemption.py).
+# What vae_dist.main exits with after saving on a preemption notice (vae_dist/train/preemption.py).
 RESTARTABLE_EXIT_CODE = 143
 # TPU node states after which the node will not run anything again: it has to be recreated.
 _GONE_STATES = ("PREEMPTED", "TERMINATED")

@@ -32,8 +32,9 @@ def load_config(name: str, arg=None):
 
 def mirrored(n: int) -> tf.distribute.MirroredStrategy:
   """The pipeline's own MirroredStrategy over the first n logical CPUs."""
-  from vae_dist import config_defaults, distribution
-  config = config_defaults.base_config()
+  from vae_dist.config import defaults
+  from vae_dist.train import distribution
+  config = defaults.base_config()
   config.num_cpu_devices = n
   return distribution.mirrored_strategy(config)
 
@@ -45,10 +46,11 @@ def repo_root():
 
 def build_trainer(config, strategy):
   """A steps.Trainer as train.py builds it (optimizer built in the scope), seeded by the config."""
-  from vae_dist import models, steps  # pylint: disable=g-import-not-at-top
+  from vae_dist.model import networks  # pylint: disable=g-import-not-at-top
+  from vae_dist.train import steps  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(config.seed)
   with strategy.scope():
-    model = models.VAE(config)
+    model = networks.VAE(config)
     optimizer = steps.create_optimizer(config, total_steps=100)
     optimizer.build(model.trainable_variables)
   return steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)

@@ -6,7 +6,7 @@
   write_image_folder    a folder tree of PNG and JPEG files (grayscale, RGB, RGBA), optionally
                         with corrupt files.
   mock_catalog          tfds.testing.mock_data for a catalog data set, with split sizes, so that
-                        vae_dist.datasets.load_builder treats it as prepared.
+                        vae_dist.data.sources.load_builder treats it as prepared.
 
 Each returns what it wrote, so tests can check the data that comes back.
 """
@@ -19,7 +19,7 @@ import tarfile
 import numpy as np
 from PIL import Image
 
-from vae_dist.datasets import cartoon_set
+from vae_dist.data.sources import cartoon_set
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

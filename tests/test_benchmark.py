@@ -118,10 +118,10 @@ def test_flops_are_counted_and_agree(short_result):
 def test_fast_config_is_the_tutorial_model_trained_differently():
   """configs/fashion_mnist_fast.py: same model family and objective, its own training recipe."""
   from conftest import load_config  # pylint: disable=g-import-not-at-top
-  from vae_dist import config_checks  # pylint: disable=g-import-not-at-top
+  from vae_dist.config import checks  # pylint: disable=g-import-not-at-top
   fast = load_config("fashion_mnist_fast")
   for arg in (None, "smoke"):
-    config_checks.validate(load_config("fashion_mnist_fast", arg))
+    checks.validate(load_config("fashion_mnist_fast", arg))
   assert fast.dataset == "fashion_mnist"
   assert (fast.latent_dim, fast.binarize, fast.likelihood) == (2, "static", "bernoulli")
   assert fast.image_size == 28 and fast.channels == 1

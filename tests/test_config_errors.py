@@ -5,7 +5,8 @@ import pytest
 
 import cli
 from conftest import load_config, mirrored
-from vae_dist import config_checks, distribution
+from vae_dist.config import checks
+from vae_dist.train import distribution
 from vae_dist.errors import ConfigError
 
 
@@ -29,7 +30,7 @@ def test_bad_values_name_the_field(field, value, words):
     words = "not divisible"
   config[field] = value
   with pytest.raises(ConfigError) as e:
-    config_checks.validate(config)
+    checks.validate(config)
   assert str(e.value).startswith(f"config.{field}:")
   assert words in str(e.value)
 
@@ -38,21 +39,21 @@ def test_image_too_small_for_the_encoder():
   config = load_config("cartoon")
   config.image_size = 4  # Divisible by nothing useful: five stride-2 layers need 32.
   with pytest.raises(ConfigError, match=r"^config.image_size:"):
-    config_checks.validate(config)
+    checks.validate(config)
 
 
 def test_decoder_output_must_match_channels():
   config = load_config("mnist")
   config.channels = 3
   with pytest.raises(ConfigError, match=r"^config.decoder.filters:.*channels = 3"):
-    config_checks.validate(config)
+    checks.validate(config)
 
 
 def test_every_shipped_config_is_valid():
   for name in ("default", "mnist", "fashion_mnist", "cartoon"):
     for arg in (None, "smoke"):
-      config_checks.validate(load_config(name, arg))
-  config_checks.validate(load_config("fashion_mnist", "quick"))
+      checks.validate(load_config(name, arg))
+  checks.validate(load_config("fashion_mnist", "quick"))
 
 
 def test_batch_that_does_not_divide_over_replicas_is_refused():

@@ -6,15 +6,15 @@ import pytest
 import tensorflow_datasets as tfds
 
 import datagen
-from vae_dist import config_defaults
-from vae_dist import datasets
+from vae_dist.config import defaults
+from vae_dist.data import sources
 from vae_dist import errors
-from vae_dist.datasets import cartoon_set
-from vae_dist.datasets import sharding
+from vae_dist.data.sources import cartoon_set
+from vae_dist.data.sources import sharding
 
 
 def make_config(tmp_path, dataset_config="10k", skip=False):
-  config = config_defaults.base_config()
+  config = defaults.base_config()
   config.dataset = "cartoon_set"
   config.dataset_config = dataset_config
   config.data_dir = str(tmp_path / "tfds")
@@ -40,17 +40,17 @@ def check_examples(examples, written):
 
 def test_archive_builds_rgb_images_attributes_and_host_shards(tmp_path):
   written = datagen.write_cartoon_archive(tmp_path / "manual", 40)["examples"]
-  builder = datasets.load_builder(make_config(tmp_path))
+  builder = sources.load_builder(make_config(tmp_path))
 
   assert builder.name == "cartoon_set" and builder.builder_config.name == "10k"
   splits = builder.info.splits
   assert splits["train"].num_examples == 36 and splits["test"].num_examples == 4
   assert splits["train"].num_shards == sharding.MIN_SHARDS  # 32 hosts each read their own.
   assert splits["test"].num_shards == 4  # One example per shard when fewer than 32.
-  attributes = datasets.attribute_features(builder)
+  attributes = sources.attribute_features(builder)
   assert list(attributes) == list(cartoon_set.ATTRIBUTES)
   assert len(attributes["hair"]) == 111 and len(attributes["eye_lashes"]) == 2
-  assert datasets.label_names(builder) is None
+  assert sources.label_names(builder) is None
 
   train, test = read_all(builder, "train"), read_all(builder, "test")
   assert not set(train) & set(test)
@@ -64,7 +64,7 @@ def test_split_is_a_hash_of_the_file_name(tmp_path):
   datagen.write_cartoon_archive(tmp_path / "b" / "manual", 20, extracted=True)
   tests = []
   for sub in ("a", "b"):
-    builder = datasets.load_builder(make_config(tmp_path / sub))
+    builder = sources.load_builder(make_config(tmp_path / sub))
     tests.append(sorted(read_all(builder, "test")))
   assert tests[0] == tests[1] and len(tests[0]) == 2
 
@@ -73,7 +73,7 @@ def test_extracted_100k_folder_with_subfolders(tmp_path):
   written = datagen.write_cartoon_archive(tmp_path / "manual", 12, config="100k",
                                           extracted=True)["examples"]
   assert any("/" in key for key in written)
-  builder = datasets.load_builder(make_config(tmp_path, "100k"))
+  builder = sources.load_builder(make_config(tmp_path, "100k"))
   assert builder.builder_config.name == "100k"
   examples = {**read_all(builder, "train"), **read_all(builder, "test")}
   assert len(examples) == 12
@@ -84,10 +84,10 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path, caplog):
   archive = datagen.write_cartoon_archive(tmp_path / "manual", 14, corrupt=1)
   bad = archive["corrupt"][0] + ".png"
   with pytest.raises(errors.DataError, match=f"{bad}: unreadable image") as raised:
-    datasets.load_builder(make_config(tmp_path))
+    sources.load_builder(make_config(tmp_path))
   assert "skip_corrupt_images" in str(raised.value)
 
-  builder = datasets.load_builder(make_config(tmp_path, skip=True))
+  builder = sources.load_builder(make_config(tmp_path, skip=True))
   total = sum(split.num_examples for split in builder.info.splits.values())
   assert total == 14
   assert "skipped 1 unreadable examples" in caplog.text
@@ -99,7 +99,7 @@ def test_bad_attributes_file_is_named(tmp_path):
   with open(path, "w") as f:
     f.write(datagen.cartoon_csv(datagen.cartoon_attributes(2)).replace(", 111", ", 112"))
   with pytest.raises(errors.DataError, match="cs1002.csv: hair has 112 variants"):
-    datasets.load_builder(make_config(tmp_path))
+    sources.load_builder(make_config(tmp_path))
 
 
 def test_truncated_archive(tmp_path):
@@ -109,12 +109,12 @@ def test_truncated_archive(tmp_path):
   with open(path, "wb") as f:
     f.write(data[: len(data) * 2 // 3])
   with pytest.raises(errors.DataError, match="cartoonset10k.tgz is damaged or truncated"):
-    datasets.load_builder(make_config(tmp_path))
+    sources.load_builder(make_config(tmp_path))
 
 
 def test_missing_archive_says_where_and_how(tmp_path):
   with pytest.raises(errors.DataError) as raised:
-    datasets.load_builder(make_config(tmp_path, "100k"))
+    sources.load_builder(make_config(tmp_path, "100k"))
   message = str(raised.value)
   assert message.startswith("Data set 'cartoon_set' (config '100k') was not found.")
   for expected in [
@@ -131,7 +131,7 @@ def test_missing_archive_says_where_and_how(tmp_path):
 
 def test_unknown_config(tmp_path):
   with pytest.raises(errors.DataError, match="has configs 10k, 100k"):
-    datasets.load_builder(make_config(tmp_path, "1k"))
+    sources.load_builder(make_config(tmp_path, "1k"))
 
 
 def test_registered_with_tfds(tmp_path):

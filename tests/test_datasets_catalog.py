@@ -4,16 +4,16 @@ import socket
 import pytest
 
 import datagen
-from vae_dist import config_defaults
-from vae_dist import datasets
+from vae_dist.config import defaults
+from vae_dist.data import sources
 from vae_dist import errors
-from vae_dist.datasets import catalog
-from vae_dist.datasets import common
-from vae_dist.datasets import sharding
+from vae_dist.data.sources import catalog
+from vae_dist.data.sources import common
+from vae_dist.data.sources import sharding
 
 
 def make_config(tmp_path, dataset, dataset_config=""):
-  config = config_defaults.base_config()
+  config = defaults.base_config()
   config.dataset = dataset
   config.dataset_config = dataset_config
   config.data_dir = str(tmp_path / "tfds")
@@ -23,10 +23,10 @@ def make_config(tmp_path, dataset, dataset_config=""):
 
 def test_cifar10_through_mock_data(tmp_path):
   with datagen.mock_catalog("cifar10", tmp_path / "metadata", num_examples=6):
-    builder = datasets.load_builder(make_config(tmp_path, "cifar10"))
+    builder = sources.load_builder(make_config(tmp_path, "cifar10"))
     assert builder.info.splits["train"].num_examples == 6
-    assert len(datasets.label_names(builder)) == 10  # Names come with the real download.
-    assert datasets.attribute_features(builder) == {}
+    assert len(sources.label_names(builder)) == 10  # Names come with the real download.
+    assert sources.attribute_features(builder) == {}
     batch = next(iter(builder.as_dataset(split="train").batch(6)))
   assert batch["image"].shape == (6, 32, 32, 3) and batch["image"].dtype == "uint8"
   assert batch["label"].shape == (6,)
@@ -35,36 +35,36 @@ def test_cifar10_through_mock_data(tmp_path):
 def test_celeb_a_attributes_through_mock_data(tmp_path):
   with datagen.mock_catalog("celeb_a", tmp_path / "metadata", num_examples=3,
                             splits=("train", "validation", "test")):
-    builder = datasets.load_builder(make_config(tmp_path, "celeb_a"))
+    builder = sources.load_builder(make_config(tmp_path, "celeb_a"))
     example = next(iter(builder.as_dataset(split="validation")))
-  attributes = datasets.attribute_features(builder)
+  attributes = sources.attribute_features(builder)
   assert len(attributes) == 40
   assert attributes["Smiling"] == ["False", "True"]
-  assert datasets.label_names(builder) is None
+  assert sources.label_names(builder) is None
   assert example["image"].shape == (218, 178, 3)
   assert example["attributes"]["Smiling"].dtype == "bool"
 
 
 def test_unknown_name_suggests_close_ones(tmp_path):
   with pytest.raises(errors.DataError, match="Did you mean 'cifar10'") as raised:
-    datasets.load_builder(make_config(tmp_path, "cifar1O"))
+    sources.load_builder(make_config(tmp_path, "cifar1O"))
   assert len(str(raised.value).splitlines()) == 1  # Not TFDS' list of 1,000 names.
 
 
 def test_unknown_config_lists_the_configs(tmp_path):
   with pytest.raises(errors.DataError, match="Its configs: .*plain_text"):
-    datasets.load_builder(make_config(tmp_path, "imdb_reviews", "nope"))
+    sources.load_builder(make_config(tmp_path, "imdb_reviews", "nope"))
 
 
 def test_data_set_without_images_is_refused(tmp_path):
   with pytest.raises(errors.DataError, match="has no 'image' feature"):
-    datasets.load_builder(make_config(tmp_path, "imdb_reviews"))
+    sources.load_builder(make_config(tmp_path, "imdb_reviews"))
 
 
 def test_unreachable_download_fails_at_once_with_places_and_ways(tmp_path, monkeypatch):
   monkeypatch.setattr(catalog, "unreachable_hosts", lambda urls: ["www.cs.toronto.edu"])
   with pytest.raises(errors.DataError) as raised:
-    datasets.load_builder(make_config(tmp_path, "cifar10"))
+    sources.load_builder(make_config(tmp_path, "cifar10"))
   message = str(raised.value)
   assert message.startswith("Data set 'cifar10' is not prepared and cannot be downloaded.")
   assert str(tmp_path / "tfds" / "cifar10") in message
@@ -75,7 +75,7 @@ def test_unreachable_download_fails_at_once_with_places_and_ways(tmp_path, monke
 def test_manual_download_instructions_are_in_the_message(tmp_path, monkeypatch):
   monkeypatch.setattr(catalog, "unreachable_hosts", lambda urls: [])
   with pytest.raises(errors.DataError) as raised:
-    datasets.load_builder(make_config(tmp_path, "celeb_a_hq", "128"))
+    sources.load_builder(make_config(tmp_path, "celeb_a_hq", "128"))
   message = str(raised.value)
   assert "needs files downloaded by hand into config.manual_dir" in message
   assert str(tmp_path / "manual") in message

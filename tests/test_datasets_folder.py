@@ -8,14 +8,14 @@ import pytest
 import tensorflow_datasets as tfds
 
 import datagen
-from vae_dist import config_defaults
-from vae_dist import datasets
+from vae_dist.config import defaults
+from vae_dist.data import sources
 from vae_dist import errors
-from vae_dist.datasets import images
+from vae_dist.data.sources import images
 
 
 def make_config(tmp_path, folder, skip=False):
-  config = config_defaults.base_config()
+  config = defaults.base_config()
   config.dataset = "image_folder"
   config.image_folder = str(folder)
   config.data_dir = str(tmp_path / "tfds")
@@ -35,19 +35,19 @@ def test_mixed_folder_corrupt_file_is_named_then_skipped(tmp_path, caplog):
   folder = datagen.write_image_folder(tmp_path / "pictures", per_class=6, corrupt=1)
   bad = os.path.join(folder["root"], folder["corrupt"][0])
   with pytest.raises(errors.DataError, match="skip_corrupt_images") as raised:
-    datasets.load_builder(make_config(tmp_path, folder["root"]))
+    sources.load_builder(make_config(tmp_path, folder["root"]))
   assert bad in str(raised.value)
 
-  builder = datasets.load_builder(make_config(tmp_path, folder["root"], skip=True))
+  builder = sources.load_builder(make_config(tmp_path, folder["root"], skip=True))
   assert "skipped 1 unreadable image(s) of 13" in caplog.text
-  assert datasets.label_names(builder) == ["cats", "dogs"]
+  assert sources.label_names(builder) == ["cats", "dogs"]
   assert builder.info.features["image"].shape == (None, None, 3)
   assert sum(s.num_examples for s in builder.info.splits.values()) == 12
   assert builder.info.splits["test"].num_examples == 1
 
   examples = read_all(builder)
   assert set(examples) == set(folder["files"])
-  names = datasets.label_names(builder)
+  names = sources.label_names(builder)
   for relative, example in examples.items():
     assert names[example["label"]] == folder["files"][relative]
     image = example["image"]
@@ -62,17 +62,17 @@ def test_mixed_folder_corrupt_file_is_named_then_skipped(tmp_path, caplog):
 def test_prepared_once_then_reused_and_prepared_again_when_files_change(tmp_path):
   folder = datagen.write_image_folder(tmp_path / "pictures", classes=(), per_class=6)
   config = make_config(tmp_path, folder["root"])
-  builder = datasets.load_builder(config)
+  builder = sources.load_builder(config)
   assert "label" not in builder.info.features
-  assert datasets.label_names(builder) is None
+  assert sources.label_names(builder) is None
   stamp = os.path.getmtime(builder.data_path / "dataset_info.json")
 
-  assert datasets.load_builder(config).data_path == builder.data_path
+  assert sources.load_builder(config).data_path == builder.data_path
   assert os.path.getmtime(builder.data_path / "dataset_info.json") == stamp  # Reused.
 
   with open(os.path.join(folder["root"], "extra.png"), "wb") as f:
     f.write(datagen.image_file("RGB.png", (8, 8), seed=5))
-  builder = datasets.load_builder(config)
+  builder = sources.load_builder(config)
   assert sum(s.num_examples for s in builder.info.splits.values()) == 7
   assert "extra.png" in read_all(builder)
 
@@ -80,8 +80,8 @@ def test_prepared_once_then_reused_and_prepared_again_when_files_change(tmp_path
 def test_two_folders_do_not_share_a_prepared_data_set(tmp_path):
   first = datagen.write_image_folder(tmp_path / "a" / "pics", classes=(), per_class=3)
   second = datagen.write_image_folder(tmp_path / "b" / "pics", classes=(), per_class=4)
-  one = datasets.load_builder(make_config(tmp_path, first["root"]))
-  two = datasets.load_builder(make_config(tmp_path, second["root"]))
+  one = sources.load_builder(make_config(tmp_path, first["root"]))
+  two = sources.load_builder(make_config(tmp_path, second["root"]))
   assert one.data_path != two.data_path
   assert sum(s.num_examples for s in one.info.splits.values()) == 3
 
@@ -95,12 +95,12 @@ def test_missing_empty_or_tiny_folder(tmp_path, setup, message):
   root = str(tmp_path / "pictures")
   setup(root)
   with pytest.raises(errors.DataError, match=message):
-    datasets.load_builder(make_config(tmp_path, root))
+    sources.load_builder(make_config(tmp_path, root))
 
 
 def test_no_folder_given(tmp_path):
   with pytest.raises(errors.DataError, match="needs config.image_folder"):
-    datasets.load_builder(make_config(tmp_path, ""))
+    sources.load_builder(make_config(tmp_path, ""))
 
 
 def test_unusable_data_dir_is_one_data_error(tmp_path):
@@ -109,13 +109,13 @@ def test_unusable_data_dir_is_one_data_error(tmp_path):
   config.data_dir = str(tmp_path / "a-file")
   (tmp_path / "a-file").write_text("not a folder")
   with pytest.raises(errors.DataError, match="file access failed .*config.data_dir="):
-    datasets.load_builder(config)
+    sources.load_builder(config)
 
 
 def test_split_with_only_unreadable_images_is_an_error(tmp_path):
   folder = datagen.write_image_folder(tmp_path / "pictures", classes=(), per_class=0, corrupt=3)
   with pytest.raises(errors.DataError, match="no readable images"):
-    datasets.load_builder(make_config(tmp_path, folder["root"], skip=True))
+    sources.load_builder(make_config(tmp_path, folder["root"], skip=True))
 
 
 def test_rgb_feature_bytes_keeps_plain_files_and_converts_the_rest():

@@ -8,12 +8,12 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 import datagen
-from vae_dist import config_defaults
-from vae_dist import datasets
+from vae_dist.config import defaults
+from vae_dist.data import sources
 from vae_dist import errors
-from vae_dist.datasets import catalog
-from vae_dist.datasets import idx
-from vae_dist.datasets import mnist_local
+from vae_dist.data.sources import catalog
+from vae_dist.data.sources import idx
+from vae_dist.data.sources import mnist_local
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def make_config(tmp_path, dataset, manual_dir=""):
-  config = config_defaults.base_config()
+  config = defaults.base_config()
   config.dataset = dataset
   config.data_dir = str(tmp_path / "tfds")
   config.manual_dir = str(manual_dir)
@@ -50,7 +50,7 @@ def check_matches(examples, images, labels):
 
 def test_fashion_mnist_from_gzip_files_in_manual_dir(tmp_path):
   written = datagen.write_idx_dataset(tmp_path / "manual", 60, 10, seed=1)
-  builder = datasets.load_builder(make_config(tmp_path, "fashion_mnist", tmp_path / "manual"))
+  builder = sources.load_builder(make_config(tmp_path, "fashion_mnist", tmp_path / "manual"))
 
   assert builder.name == "fashion_mnist"
   assert str(builder.version) == "3.0.1"
@@ -58,8 +58,8 @@ def test_fashion_mnist_from_gzip_files_in_manual_dir(tmp_path):
   assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {
       "train": 60, "test": 10}
   assert builder.info.splits["train"].num_shards == 1
-  assert datasets.label_names(builder)[:2] == ["T-shirt/top", "Trouser"]
-  assert datasets.attribute_features(builder) == {}
+  assert sources.label_names(builder)[:2] == ["T-shirt/top", "Trouser"]
+  assert sources.attribute_features(builder) == {}
   for split in ("train", "test"):
     check_matches(read_all(builder, split), *written[split])
 
@@ -67,26 +67,26 @@ def test_fashion_mnist_from_gzip_files_in_manual_dir(tmp_path):
 def test_prepared_data_is_reused_without_the_files(tmp_path):
   datagen.write_idx_dataset(tmp_path / "manual", 12, 4)
   config = make_config(tmp_path, "mnist", tmp_path / "manual")
-  datasets.load_builder(config)
+  sources.load_builder(config)
   for name in os.listdir(tmp_path / "manual"):
     os.remove(tmp_path / "manual" / name)
-  builder = datasets.load_builder(config)
+  builder = sources.load_builder(config)
   assert isinstance(builder, tfds_mnist.MNIST)  # The catalog class reads what we wrote.
   assert builder.info.splits["train"].num_examples == 12
 
 
 def test_mnist_from_raw_files_in_a_named_subfolder(tmp_path):
   written = datagen.write_idx_dataset(tmp_path / "manual" / "mnist", 20, 5, seed=2, gzip=False)
-  builder = datasets.load_builder(make_config(tmp_path, "mnist", tmp_path / "manual"))
+  builder = sources.load_builder(make_config(tmp_path, "mnist", tmp_path / "manual"))
   assert builder.name == "mnist"
-  assert datasets.label_names(builder) == [str(i) for i in range(10)]
+  assert sources.label_names(builder) == [str(i) for i in range(10)]
   check_matches(read_all(builder, "test"), *written["test"])
 
 
 def test_fashion_mnist_from_the_debian_package_folder(tmp_path, monkeypatch):
   datagen.write_idx_dataset(tmp_path / "debian", 15, 5)
   monkeypatch.setattr(mnist_local, "DEBIAN_FASHION_DIR", str(tmp_path / "debian"))
-  builder = datasets.load_builder(make_config(tmp_path, "fashion_mnist"))
+  builder = sources.load_builder(make_config(tmp_path, "fashion_mnist"))
   assert builder.info.splits["train"].num_examples == 15
 
 
@@ -109,7 +109,7 @@ def test_records_are_those_of_the_catalog_builder(tmp_path):
   reference = CatalogFromRawFiles(data_dir=str(tmp_path / "reference"))
   reference.download_and_prepare(
       download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-  ours = datasets.load_builder(make_config(tmp_path, "fashion_mnist", tmp_path / "raw"))
+  ours = sources.load_builder(make_config(tmp_path, "fashion_mnist", tmp_path / "raw"))
 
   for split in ("train", "test"):
     assert ours.info.splits[split].shard_lengths == reference.info.splits[split].shard_lengths
@@ -136,7 +136,7 @@ def test_bad_idx_files_are_named(tmp_path, file_index, transform, message):
   bad = written["paths"]["test"][file_index]
   corrupt(bad, transform)
   with pytest.raises(errors.DataError, match=message) as raised:
-    datasets.load_builder(make_config(tmp_path, "mnist", tmp_path / "manual"))
+    sources.load_builder(make_config(tmp_path, "mnist", tmp_path / "manual"))
   assert bad in str(raised.value)
   assert not (tmp_path / "tfds" / "mnist" / "3.0.1").exists()  # Nothing half-written is kept.
 
@@ -146,7 +146,7 @@ def test_count_mismatch_and_truncated_gzip(tmp_path):
   other = datagen.write_idx_dataset(tmp_path / "b", 10, 4)
   os.replace(other["paths"]["test"][1], written["paths"]["test"][1])
   with pytest.raises(errors.DataError, match="has 3 images but .* has 4 labels"):
-    datasets.load_builder(make_config(tmp_path, "mnist", tmp_path / "a"))
+    sources.load_builder(make_config(tmp_path, "mnist", tmp_path / "a"))
 
   with open(written["paths"]["train"][0], "rb") as f:
     data = f.read()
@@ -162,14 +162,14 @@ def test_the_other_data_sets_official_files_are_refused(tmp_path, monkeypatch):
     digest = __import__("hashlib").sha256(f.read()).hexdigest()
   monkeypatch.setitem(mnist_local._KNOWN_LABELS_FILES, digest, "fashion_mnist")
   with pytest.raises(errors.DataError, match="is the fashion_mnist labels file"):
-    datasets.load_builder(make_config(tmp_path, "mnist", tmp_path / "manual"))
+    sources.load_builder(make_config(tmp_path, "mnist", tmp_path / "manual"))
 
 
 def test_missing_data_names_every_place_and_way(tmp_path):
   datagen.write_idx_dataset(tmp_path / "manual", 10, 3)
   os.remove(tmp_path / "manual" / "t10k-labels-idx1-ubyte.gz")
   with pytest.raises(errors.DataError) as raised:
-    datasets.load_builder(make_config(tmp_path, "fashion_mnist", tmp_path / "manual"))
+    sources.load_builder(make_config(tmp_path, "fashion_mnist", tmp_path / "manual"))
   message = str(raised.value)
   assert message.startswith("Data set 'fashion_mnist' is not prepared and cannot be downloaded")
   for expected in [
@@ -196,7 +196,7 @@ def test_failed_download_becomes_one_data_error(tmp_path, monkeypatch):
 
   monkeypatch.setattr(tfds_mnist.MNIST, "download_and_prepare", fail)
   with pytest.raises(errors.DataError) as raised:
-    datasets.load_builder(make_config(tmp_path, "mnist", tmp_path / "empty"))
+    sources.load_builder(make_config(tmp_path, "mnist", tmp_path / "empty"))
   message = str(raised.value)
   assert "download and preparation failed: ConnectionError: Name or service not known" in message
   assert "https://storage.googleapis.com/cvdf-datasets/mnist/" in message

@@ -16,14 +16,14 @@ import tensorflow as tf
 import cli
 from conftest import load_config
 import trained_run_fixture
-from vae_dist import datasets
+from vae_dist.data import sources
 from vae_dist import errors
 from vae_dist import evaluate
-from vae_dist import likelihood
-from vae_dist import objective
-from vae_dist import split_examples
+from vae_dist.model import iwae
+from vae_dist.model import objective
+from vae_dist.data import split_examples
 from vae_dist import tool_cli
-from vae_dist import trained_run
+from vae_dist.tools import trained_run
 
 N_TEST = trained_run_fixture.NUM_TEST
 
@@ -37,7 +37,7 @@ def run(tmp_path_factory):
 def loaded(run):
   """The run's model at its last step, with its test images and their indices."""
   model_run = trained_run.load(run["workdir"])
-  builder = datasets.load_builder(model_run.config)
+  builder = sources.load_builder(model_run.config)
   batch = split_examples.concat(list(split_examples.iter_batches(
       builder, model_run.config, model_run.config.eval_split)))
   return model_run, batch["image"], batch["index"]
@@ -49,9 +49,9 @@ def _final_eval(workdir):
 
 def _mean_iwae(model_run, images, index, num_samples, seeds, chunk_size=100):
   """Mean of L_K over the test images, averaged over independent draws (one per seed)."""
-  fn = tf.function(lambda x, eps: likelihood.iwae_bound(model_run.model, x, eps, model_run.config,
+  fn = tf.function(lambda x, eps: iwae.iwae_bound(model_run.model, x, eps, model_run.config,
                                                         chunk_size), reduce_retracing=True)
-  values = [fn(tf.constant(images), likelihood.example_noise(
+  values = [fn(tf.constant(images), iwae.example_noise(
       seed, index, num_samples, 1)).numpy() for seed in seeds]
   return float(np.mean(values)), np.mean(values, axis=0)
 
@@ -109,7 +109,7 @@ def test_iwae_with_one_sample_is_the_elbo_in_expectation(loaded):
   m = 100
   x = np.repeat(images, m, axis=0)
   eps = tf.random.stateless_normal([len(x), 1], seed=[3, 4], alg="philox")
-  iwae1 = likelihood.iwae_bound(model_run.model, tf.constant(x), eps[:, None, :],
+  iwae1 = iwae.iwae_bound(model_run.model, tf.constant(x), eps[:, None, :],
                                 model_run.config, 1).numpy()
   elbo = objective.elbo_terms(model_run.model, tf.constant(x), eps, False,
                               model_run.config)["elbo"].numpy().astype(np.float64)
@@ -136,32 +136,32 @@ def test_iwae_rises_with_k_and_stays_below_the_brute_force_log_likelihood(loaded
 def test_chunks_give_the_same_bound_as_one_log_sum_exp(loaded):
   model_run, images, index = loaded
   x = tf.constant(images[:4])
-  eps = likelihood.example_noise(7, index[:4], 30, 1)
+  eps = iwae.example_noise(7, index[:4], 30, 1)
   mean, logvar = model_run.model.encode(x)
-  lw = likelihood.log_weights(model_run.model, x, mean, logvar, eps, model_run.config).numpy()
+  lw = iwae.log_weights(model_run.model, x, mean, logvar, eps, model_run.config).numpy()
   top = lw.max(axis=1, keepdims=True)
   want = top[:, 0] + np.log(np.exp(lw - top).mean(axis=1))
   for chunk in (1, 7, 30, 64):
-    got = likelihood.iwae_bound(model_run.model, x, eps, model_run.config, chunk).numpy()
+    got = iwae.iwae_bound(model_run.model, x, eps, model_run.config, chunk).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
   assert lw.dtype == np.float64
   # Static shapes throughout (what TPUs need): XLA compiles it, and float32 (TPUs have no
   # float64) stays within 1e-3 nats.
-  xla = tf.function(lambda x, eps: likelihood.iwae_bound(
+  xla = tf.function(lambda x, eps: iwae.iwae_bound(
       model_run.model, x, eps, model_run.config, 7, tf.float32), jit_compile=True)
   np.testing.assert_allclose(xla(x, eps).numpy(), want, atol=1e-3)
 
 
 def test_auto_chunk_size_bounds_memory():
   small = load_config("mnist")
-  chunk = likelihood.auto_chunk_size(small, per_replica_batch=8, num_samples=1000)
+  chunk = iwae.auto_chunk_size(small, per_replica_batch=8, num_samples=1000)
   # 8 x chunk decodes whose widest activation is 28 x 28 x 64 floats: within 512 MB.
   assert 100 < chunk < 1000 and 8 * chunk * 28 * 28 * 64 * 4 <= 512 * 2**20
-  assert likelihood.auto_chunk_size(small, per_replica_batch=8, num_samples=10) == 10
+  assert iwae.auto_chunk_size(small, per_replica_batch=8, num_samples=10) == 10
   big = load_config("cartoon")
-  chunk = likelihood.auto_chunk_size(big, per_replica_batch=8, num_samples=1000)
+  chunk = iwae.auto_chunk_size(big, per_replica_batch=8, num_samples=1000)
   assert 1 <= chunk < 10
-  assert likelihood.auto_chunk_size(big, per_replica_batch=10**6, num_samples=1000) == 1
+  assert iwae.auto_chunk_size(big, per_replica_batch=10**6, num_samples=1000) == 1
 
 
 def test_errors(run, tmp_path):

@@ -6,7 +6,10 @@ import tensorflow_datasets as tfds
 
 import datagen
 from conftest import load_config, mirrored
-from vae_dist import datasets, input_pipeline, models, steps
+from vae_dist.data import sources
+from vae_dist.data import input_pipeline
+from vae_dist.model import networks
+from vae_dist.train import steps
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +21,7 @@ def fifty_test_examples(tmp_path_factory):
   config.manual_dir = str(root / "manual")
   config.data_dir = str(root / "tfds")
   config.eval_num_examples = -1
-  return config, datasets.load_builder(config)
+  return config, sources.load_builder(config)
 
 
 def _independent_elbo(model, builder, config):
@@ -47,7 +50,7 @@ def test_eval_elbo_on_three_replicas_with_batch_7_equals_per_example_computation
   strategy = mirrored(3)
   tf.keras.utils.set_random_seed(1)
   with strategy.scope():
-    model = models.VAE(config)
+    model = networks.VAE(config)
     optimizer = steps.create_optimizer(config, 10)
     optimizer.build(model.trainable_variables)
   trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)
@@ -69,7 +72,7 @@ def test_eval_elbo_on_three_replicas_with_batch_7_equals_per_example_computation
   data1 = single.distribute_datasets_from_function(
       input_pipeline.eval_dataset_fn(builder, config, steps1))
   with single.scope():
-    model1 = models.VAE(config)
+    model1 = networks.VAE(config)
     model1.set_weights(model.get_weights())
     opt1 = steps.create_optimizer(config, 10)
     opt1.build(model1.trainable_variables)

@@ -10,10 +10,10 @@ import tensorflow as tf
 
 import cli
 import trained_run_fixture
-from vae_dist import datasets
+from vae_dist.data import sources
 from vae_dist import export
-from vae_dist import split_examples
-from vae_dist import trained_run
+from vae_dist.data import split_examples
+from vae_dist.tools import trained_run
 from vae_dist.errors import WorkdirError
 
 # Run in a fresh interpreter: imports TensorFlow and NumPy only, calls every signature on the
@@ -83,7 +83,7 @@ def test_export_directory_layout(exported):
 def test_fresh_process_with_only_tensorflow_matches_the_checkpoint(run, exported, tmp_path):
   model_run = trained_run.load(run["workdir"])
   config = model_run.config
-  builder = datasets.load_builder(config)
+  builder = sources.load_builder(config)
   images = split_examples.take(builder, config, config.eval_split, range(6))["image"]
   z = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
   np.savez(tmp_path / "inputs.npz", images=images, z=z)

@@ -16,7 +16,10 @@ import tensorflow as tf
 import cli
 import datagen
 from conftest import build_trainer, load_config, mirrored
-from vae_dist import checkpointing, config_checks, models, steps
+from vae_dist import checkpointing
+from vae_dist.config import checks
+from vae_dist.model import networks
+from vae_dist.train import steps
 from vae_dist.errors import ConfigError
 
 @pytest.mark.parametrize("value", [-1, True])  # ConfigDict refuses floats and strings.
@@ -24,7 +27,7 @@ def test_bad_skip_value_names_the_field(value):
   config = load_config("mnist", "smoke")
   config.skip_nonfinite_steps = value
   with pytest.raises(ConfigError, match=r"^config.skip_nonfinite_steps: must be an integer >= 0"):
-    config_checks.validate(config)
+    checks.validate(config)
 
 
 # ---- Trainer -------------------------------------------------------------------------------------
@@ -145,7 +148,7 @@ def _poison(source, workdir):
   """Copies the run and commits a step 4 whose decoder output kernel is NaN, as `main` would."""
   shutil.copytree(source, workdir)
   config = load_config("mnist", "smoke")
-  model = models.VAE(config)
+  model = networks.VAE(config)
   optimizer = steps.create_optimizer(config, total_steps=8)
   optimizer.build(model.trainable_variables)
   step = steps.create_step_counter()

@@ -17,7 +17,7 @@ import pytest
 import cli
 from conftest import load_config
 from faults_helpers import one_error, run_tool
-from vae_dist import config_checks
+from vae_dist.config import checks
 from vae_dist import generate
 from vae_dist.errors import ConfigError
 from vae_dist.tool_cli import UsageError
@@ -92,7 +92,7 @@ def test_bad_values_stop_before_anything_is_written(tmp_path, flag, words):
 @pytest.mark.parametrize("name", CONFIG_FILES)
 def test_every_float_field_of_every_config_refuses_nan_and_inf(name):
   config = load_config(name, "smoke")
-  floats = [f for f, _ in config_checks._floats(config)]  # pylint: disable=protected-access
+  floats = [f for f, _ in checks._floats(config)]  # pylint: disable=protected-access
   assert "learning_rate" in floats and "beta" in floats
   for field in floats:
     for bad in (math.nan, math.inf, -math.inf):
@@ -105,7 +105,7 @@ def test_every_float_field_of_every_config_refuses_nan_and_inf(name):
         continue  # An entry of a list of floats: covered through the list's own field.
       parent[last] = bad
       with pytest.raises(ConfigError, match=rf"^config\.{field}: must be a finite number"):
-        config_checks.validate(broken)
+        checks.validate(broken)
 
 
 @pytest.mark.parametrize("tool,flags,words", [

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import cli
-from vae_dist import workdir_lock
+from vae_dist.train import workdir_lock
 from vae_dist.errors import WorkdirError
 
 BASE = ["--config.dataset=fashion_mnist", "--config.eval_num_examples=-1",

@@ -16,15 +16,15 @@ from conftest import load_config
 import datagen
 import trained_run_fixture
 from vae_dist import checkpointing
-from vae_dist import concepts
-from vae_dist import datasets
+from vae_dist.tools import concepts
+from vae_dist.data import sources
 from vae_dist import generate
 from vae_dist import image_grid
 from vae_dist import latent_paths
-from vae_dist import models
+from vae_dist.model import networks
 from vae_dist import plots
 from vae_dist import tool_cli
-from vae_dist import trained_run
+from vae_dist.tools import trained_run
 
 S = 28  # Image size of the run.
 
@@ -36,7 +36,7 @@ def run(tmp_path_factory):
 
 def _split(run, split):
   """(images, labels) of a split in the order the data set stores them (TFDS shuffles keys)."""
-  builder = datasets.load_builder(trained_run.load_config(run["workdir"]))
+  builder = sources.load_builder(trained_run.load_config(run["workdir"]))
   examples = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
   return (np.stack([e["image"][..., 0] for e in examples]),
           np.array([e["label"] for e in examples]))
@@ -114,7 +114,7 @@ def test_manifold_tiles_are_decodes_of_the_quantile_grid(run):
 
 def test_interpolation_starts_and_ends_at_the_latent_means(run):
   loaded = trained_run.load(run["workdir"])
-  builder = datasets.load_builder(loaded.config)
+  builder = sources.load_builder(loaded.config)
   picture = generate.interpolation(loaded, generate.Options(indices=(4, 7), steps=3), builder)
   images = generate.eval_examples(builder, loaded.config, [4, 7])["image"]
   decoded = generate.decode_images(loaded.model, generate.encode_means(loaded.model, images))
@@ -138,7 +138,7 @@ def test_slerp_and_lerp():
 
 def test_concept_vector_of_a_label_is_saved_and_reused(run):
   loaded = trained_run.load(run["workdir"])
-  builder = datasets.load_builder(loaded.config)
+  builder = sources.load_builder(loaded.config)
   _, train_labels = run["data"]["train"]
   first = generate.concept_vector(loaded, generate.Options(attribute="Trouser"), builder)
   npy, meta = concepts.paths(run["workdir"], 60, "Trouser")
@@ -161,7 +161,7 @@ def test_concept_vector_of_a_label_is_saved_and_reused(run):
 
 def test_attribute_strip_column_for_alpha_zero_is_the_reconstruction(run, tmp_path):
   loaded = trained_run.load(run["workdir"])
-  builder = datasets.load_builder(loaded.config)
+  builder = sources.load_builder(loaded.config)
   picture, concept = generate.attribute(
       loaded, generate.Options(attribute="5", indices=(3,), alphas=(0.0, 3.0)), builder)
   assert concept.info["description"] == "label=Sandal"
@@ -304,7 +304,7 @@ def cartoon_run(tmp_path_factory):
   tf.keras.utils.set_random_seed(0)
   manager = checkpointing.CheckpointManager(directory=str(workdir / "checkpoints"),
                                             async_save=False)
-  manager.save(5, tf.train.Checkpoint(model=models.VAE(config)))
+  manager.save(5, tf.train.Checkpoint(model=networks.VAE(config)))
   return str(workdir), written
 
 

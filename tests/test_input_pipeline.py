@@ -6,7 +6,8 @@ import tensorflow as tf
 import cli
 import datagen
 from conftest import load_config
-from vae_dist import datasets, input_pipeline
+from vae_dist.data import sources
+from vae_dist.data import input_pipeline
 
 
 def _first_batch(builder, config):
@@ -22,7 +23,7 @@ def test_catalog_datasets_through_mock_data_give_batches_of_the_model_size(tmp_p
     config.decoder.filters = [64, 32, channels]
     with datagen.mock_catalog(name, tmp_path / name, 16) as data_dir:
       config.data_dir = data_dir
-      builder = datasets.load_builder(config)
+      builder = sources.load_builder(config)
       batch = _first_batch(builder, config)
     assert batch.shape == (8, size, size, channels), (name, batch.shape)
     assert batch.dtype == np.float32 and 0.0 <= batch.min() and batch.max() <= 1.0
@@ -36,7 +37,7 @@ def test_image_folder_of_mixed_modes_gives_rgb_and_grey_batches(tmp_path):
   config.image_size = 16
   for channels in (3, 1):
     config.channels = channels
-    batch = _first_batch(datasets.load_builder(config), config)
+    batch = _first_batch(sources.load_builder(config), config)
     assert batch.shape == (8, 16, 16, channels)
 
 
@@ -62,7 +63,7 @@ def test_image_folder_of_odd_shapes_and_modes_gives_model_sized_batches(tmp_path
   config.dataset, config.image_folder = "image_folder", str(folder)
   config.data_dir = str(tmp_path / "tfds")
   config.image_size = 16
-  builder = datasets.load_builder(config)
+  builder = sources.load_builder(config)
   assert builder.info.splits["train"].num_examples + builder.info.splits["test"].num_examples == 20
   for channels in (3, 1):
     config.channels = channels
@@ -82,8 +83,8 @@ def test_cartoon_archive_trains_a_smoke_run_and_has_attributes(tmp_path):
   assert evals and np.isfinite(evals[-1]["eval/elbo"])
   config = load_config("cartoon", "smoke")
   config.manual_dir, config.data_dir = str(tmp_path / "manual"), str(tmp_path / "tfds")
-  builder = datasets.load_builder(config)
-  attributes = datasets.attribute_features(builder)
+  builder = sources.load_builder(config)
+  attributes = sources.attribute_features(builder)
   assert "hair" in attributes and "glasses" in attributes and len(attributes) == 18
   example = next(iter(builder.as_dataset(split="train")))
   assert int(example["attributes"]["hair"]) in range(len(attributes["hair"]))
@@ -94,7 +95,7 @@ def test_a_resumed_stream_gives_exactly_the_batches_it_would_have(tmp_path):
   config = load_config("mnist", "smoke")
   config.dataset, config.binarize = "fashion_mnist", "dynamic"
   config.manual_dir, config.data_dir = str(tmp_path / "idx"), str(tmp_path / "tfds")
-  builder = datasets.load_builder(config)
+  builder = sources.load_builder(config)
   ctx = tf.distribute.InputContext()
   stream = iter(input_pipeline.train_dataset_fn(builder, config, start_step=0)(ctx))
   batches = [next(stream)["image"].numpy() for _ in range(16)]  # 40 examples: 3.2 epochs.

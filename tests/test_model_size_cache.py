@@ -14,8 +14,9 @@ import tensorflow as tf
 import cli
 import datagen
 from conftest import load_config
-from vae_dist import datasets, input_pipeline
-from vae_dist.datasets import model_size_cache
+from vae_dist.data import sources
+from vae_dist.data import input_pipeline
+from vae_dist.data import model_size_cache
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def prepared(tmp_path_factory):
   root = tmp_path_factory.mktemp("cache")
   datagen.write_cartoon_archive(root / "manual", 40)
   config = _config(root, cache="none")
-  return root, datasets.load_builder(config)
+  return root, sources.load_builder(config)
 
 
 def _config(root, *, cache, size=16, binarize="dynamic", cache_dir=""):
@@ -198,11 +199,11 @@ def test_two_processes_build_the_same_cache_at_once_and_agree(prepared, tmp_path
       "import sys; sys.path.insert(0, 'tests')\n"
       "import numpy as np, tensorflow as tf\n"
       "from conftest import load_config\n"
-      "from vae_dist import datasets, input_pipeline\n"
+      "from vae_dist.data import input_pipeline, sources\n"
       "c = load_config('cartoon', 'smoke')\n"
       f"c.manual_dir, c.data_dir = {str(root / 'manual')!r}, {str(root / 'tfds')!r}\n"
       f"c.image_size, c.cache, c.cache_dir, c.batch_size = 16, 'disk', {str(tmp_path / 'c')!r}, 4\n"
-      "b = datasets.load_builder(c)\n"
+      "b = sources.load_builder(c)\n"
       "it = iter(input_pipeline.train_dataset_fn(b, c, 0)(tf.distribute.InputContext()))\n"
       "np.save(sys.argv[1], np.stack([next(it)['image'].numpy() for _ in range(9)]))\n")
   procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"out{i}.npy")],
@@ -220,12 +221,12 @@ def test_two_processes_build_the_same_cache_at_once_and_agree(prepared, tmp_path
 
 
 def test_cache_fields_are_checked_with_one_line_errors():
-  from vae_dist import config_checks  # pylint: disable=g-import-not-at-top
+  from vae_dist.config import checks  # pylint: disable=g-import-not-at-top
   from vae_dist.errors import ConfigError  # pylint: disable=g-import-not-at-top
   for field, value in (("cache", "disc"), ("cache_max_bytes", -1), ("input_parallelism", -2),
                        ("prefetch_batches", -1)):
     config = load_config("cartoon", "smoke")
     config[field] = value
     with pytest.raises(ConfigError) as e:
-      config_checks.validate(config)
+      checks.validate(config)
     assert str(e.value).startswith(f"config.{field}:") and "\n" not in str(e.value)

@@ -1,6 +1,6 @@
 """The model family builds the recipes' layer shapes and parameter counts."""
 from conftest import load_config
-from vae_dist import models
+from vae_dist.model import networks
 
 
 def _shapes(seq):
@@ -8,7 +8,7 @@ def _shapes(seq):
 
 
 def test_mnist_config_is_the_tensorflow_cvae_tutorial():
-  vae = models.VAE(load_config("mnist"))
+  vae = networks.VAE(load_config("mnist"))
   # The tutorial's encoder: Conv2D(32, 3, 2, relu), Conv2D(64, 3, 2, relu), Flatten, Dense(4).
   assert _shapes(vae.encoder) == [(13, 13, 32), (6, 6, 64), (2304,), (4,)]
   assert [l.count_params() for l in vae.encoder.layers] == [320, 18496, 0, 9220]
@@ -21,7 +21,7 @@ def test_mnist_config_is_the_tensorflow_cvae_tutorial():
 
 
 def test_fashion_mnist_recipe_shapes():
-  vae = models.VAE(load_config("fashion_mnist"))
+  vae = networks.VAE(load_config("fashion_mnist"))
   convs = [l for l in vae.encoder.layers if "conv" in l.name]
   assert [tuple(l.output.shape[1:]) for l in convs] == [(28, 28, 32), (14, 14, 64), (7, 7, 64),
                                                         (7, 7, 64)]
@@ -31,10 +31,10 @@ def test_fashion_mnist_recipe_shapes():
 
 
 def test_cartoon_recipe_and_its_smoke_variant():
-  vae = models.VAE(load_config("cartoon"))
+  vae = networks.VAE(load_config("cartoon"))
   assert vae.encoder.output_shape[1:] == (400,)
   assert vae.decoder.layers[0].output.shape[1:] == (4096,)
   assert vae.decoder.layers[1].output.shape[1:] == (8, 8, 64)
   assert vae.decoder.output_shape[1:] == (256, 256, 3)
-  smoke = models.VAE(load_config("cartoon", "smoke"))
+  smoke = networks.VAE(load_config("cartoon", "smoke"))
   assert smoke.decoder.output_shape[1:] == (32, 32, 3)

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import load_config
-from vae_dist import objective
+from vae_dist.model import objective
 
 
 def _sigmoid(x):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import cli
-from vae_dist import preemption
+from vae_dist.train import preemption
 
 
 class _MetadataServer:

@@ -14,7 +14,7 @@ import tensorflow as tf
 import cli
 import replica_traffic_probe
 from conftest import build_trainer, load_config, mirrored
-from vae_dist import steps
+from vae_dist.train import steps
 
 
 def _strategy(replicas):
@@ -185,7 +185,8 @@ def test_batchnorm_run_ends_at_the_same_eval_elbo_on_1_2_and_3_replicas(tmp_path
 
 def test_dynamic_binarisation_draws_the_same_global_batches_on_1_2_and_3_replicas(tmp_path):
   import datagen  # pylint: disable=g-import-not-at-top
-  from vae_dist import datasets, input_pipeline  # pylint: disable=g-import-not-at-top
+  from vae_dist.data import sources  # pylint: disable=g-import-not-at-top
+  from vae_dist.data import input_pipeline  # pylint: disable=g-import-not-at-top
   datagen.write_idx_dataset(tmp_path / "idx", num_train=60, num_test=12, seed=2)
   config = load_config("mnist", "smoke")
   config.dataset = "fashion_mnist"
@@ -193,7 +194,7 @@ def test_dynamic_binarisation_draws_the_same_global_batches_on_1_2_and_3_replica
   config.data_dir = str(tmp_path / "tfds")
   config.binarize = "dynamic"
   config.batch_size = 12
-  builder = datasets.load_builder(config)
+  builder = sources.load_builder(config)
   seen = {}
   for n in (1, 2, 3):
     strategy = _strategy(n)

@@ -5,7 +5,7 @@ import pytest
 
 import cli
 from conftest import load_config
-from vae_dist import distribution
+from vae_dist.train import distribution
 
 
 def test_tpu_address_is_the_flag_then_tpu_name_then_the_local_tpu(monkeypatch):

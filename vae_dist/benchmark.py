@@ -21,11 +21,11 @@ Prints one JSON object (also written to --output) with, for the config's model:
   input_per_core  with --input_sizes: per image size, the train pipeline's images/s per host
                   core from the prepared data, building and reading the model-size disk cache,
                   and the memory cache (each pinned to --input_cores cores), and the train step
-                  at that size (vae_dist/input_rates.py). --input_only skips the variants.
+                  at that size (vae_dist/data/input_rates.py). --input_only skips the variants.
 
 "The plain loop" is the tutorial's: one `tf.function` call per batch (`train_step(model, x,
 optimizer)` with a GradientTape and `optimizer.apply_gradients`), no XLA, no host loop, fed by a
-Python `for` over the batches. It trains the same model (models.VAE of the same config, same
+Python `for` over the batches. It trains the same model (networks.VAE of the same config, same
 precision policy) on the same objective (objective.elbo_terms) and the same input pipeline, so
 the ratio measures how the step is run, nothing else.
 
@@ -56,15 +56,15 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 import vae_dist
-from vae_dist import config_checks
-from vae_dist import datasets
-from vae_dist import distribution
+from vae_dist.config import checks
+from vae_dist.data import sources
+from vae_dist.train import distribution
 from vae_dist import errors
-from vae_dist import input_pipeline
-from vae_dist import input_rates
-from vae_dist import models
-from vae_dist import objective
-from vae_dist import steps
+from vae_dist.data import input_pipeline
+from vae_dist.data import input_rates
+from vae_dist.model import networks
+from vae_dist.model import objective
+from vae_dist.train import steps
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/mnist.py.", lock_config=True)
@@ -92,7 +92,7 @@ _SHORT = flags.DEFINE_bool("short", False, "A few steps of every variant: checks
 _INPUT_SIZES = flags.DEFINE_list(
     "input_sizes", [], "Image sizes at which to measure the input pipeline's images/s per core "
     "(from the prepared data, the model-size cache on disk and the memory cache) and the train "
-    "step's images/s: the `input_per_core` field (see vae_dist/input_rates.py).")
+    "step's images/s: the `input_per_core` field (see vae_dist/data/input_rates.py).")
 _INPUT_CORES = flags.DEFINE_list("input_cores", ["1", "2"],
                                  "Cores each --input_sizes pipeline measurement is pinned to.")
 _INPUT_SECONDS = flags.DEFINE_float("input_seconds", 3.0, "How long each input rate is timed.")
@@ -370,7 +370,7 @@ def count_flops(config, batch_size: int) -> dict:
   The live-op filter matters: the tape also builds the first convolution's input gradient,
   which nothing reads (the images are not variables) and TensorFlow never runs.
   """
-  model = models.VAE(config)
+  model = networks.VAE(config)
   optimizer = steps.create_optimizer(config, 10**6)
   optimizer.build(model.trainable_variables)
   analytic = analytic_flops(model, config)
@@ -490,7 +490,7 @@ class _Trainer:
     self.spl = config.steps_per_loop
     self.iterator = iterator
     with strategy.scope():
-      model = models.VAE(config)
+      model = networks.VAE(config)
       optimizer = steps.create_optimizer(config, 10**6)
       optimizer.build(model.trainable_variables)
     self.trainer = steps.Trainer(config=config, strategy=strategy, model=model,
@@ -513,7 +513,7 @@ class _Plain:
     self.iterator = iterator
     self.strategy = strategy
     with strategy.scope():
-      self.model = models.VAE(config)
+      self.model = networks.VAE(config)
       # Keras' own optimizer, which sums the replicas' gradients in apply, as in the tutorial.
       self.optimizer = steps.create_optimizer(config, 10**6, sums_over_replicas=True)
       self.optimizer.build(self.model.trainable_variables)
@@ -603,7 +603,7 @@ def run_worker(config, replicas: int, variants: list, host_fields: bool) -> dict
   distribution.configure_host_devices(probe)
   strategy = distribution.create_strategy(probe)
   tf.keras.utils.set_random_seed(config.seed)
-  builder = datasets.load_builder(config)
+  builder = sources.load_builder(config)
   load_before = _load_average()
   # --short checks the fields in seconds: the cache is filled first only for tiny splits.
   warm_examples = min(_WARM_EXAMPLES.value, 1000) if short else _WARM_EXAMPLES.value
@@ -726,11 +726,11 @@ def run_parent(config, argv) -> dict:
       "short": _SHORT.value,
       "command": " ".join(["python -m vae_dist.benchmark"] + argv[1:]),
   }
-  config_checks.validate(config)
+  checks.validate(config)
   # Prepared here, once: the workers then only read it (and may run at the same time). What
   # preparing prints goes to stderr: stdout carries the JSON alone.
   with contextlib.redirect_stdout(sys.stderr):
-    datasets.load_builder(config)
+    sources.load_builder(config)
   if _INPUT_SIZES.value:
     result["input_per_core"] = input_rates.measure(
         config, _ints(_INPUT_SIZES.value), _ints(_INPUT_CORES.value),

@@ -5,7 +5,7 @@ Computes, over the whole eval split (config.eval_split, every example exactly on
   elbo   the exact test ELBO of training's evaluation (input_pipeline.eval_dataset_fn and
          steps.Trainer.evaluate: one fixed latent noise draw per example, analytic KL);
   iwae   the importance-weighted bound L_K on log p(x) with K = --num_samples (default 1000),
-         see vae_dist/likelihood.py; elbo <= iwae <= log p(x) in expectation;
+         see vae_dist/model/iwae.py; elbo <= iwae <= log p(x) in expectation;
 
 both in nats per image and in bits per dimension (objective.bits_per_dim). The result is written as
 JSON to <workdir>/evaluations/step_<step>_k<K>.json (or --out), through a temporary file and a
@@ -34,16 +34,16 @@ from absl import logging
 import tensorflow as tf
 
 import vae_dist
-from vae_dist import datasets
-from vae_dist import distribution
+from vae_dist.data import sources
+from vae_dist.train import distribution
 from vae_dist import fileio
-from vae_dist import input_pipeline
-from vae_dist import likelihood
-from vae_dist import objective
+from vae_dist.data import input_pipeline
+from vae_dist.model import iwae
+from vae_dist.model import objective
 from vae_dist import run_files
-from vae_dist import steps
+from vae_dist.train import steps
 from vae_dist import tool_cli
-from vae_dist import trained_run
+from vae_dist.tools import trained_run
 from vae_dist.tool_cli import UsageError
 
 EVALUATIONS_SUBDIR = "evaluations"
@@ -62,7 +62,7 @@ class IwaeEvaluator:
     model: a models.VAE with the weights to evaluate.
     builder: the prepared TFDS builder.
     num_samples: K.
-    chunk_size: samples per example decoded at once; 0 chooses likelihood.auto_chunk_size.
+    chunk_size: samples per example decoded at once; 0 chooses iwae.auto_chunk_size.
     seed: seed of the importance samples.
   """
 
@@ -76,7 +76,7 @@ class IwaeEvaluator:
     self.num_samples = int(num_samples)
     replicas = strategy.num_replicas_in_sync
     self.per_replica_batch = input_pipeline.eval_batch_size(config) // replicas
-    self.chunk_size = int(chunk_size) or likelihood.auto_chunk_size(
+    self.chunk_size = int(chunk_size) or iwae.auto_chunk_size(
         config, self.per_replica_batch, self.num_samples)
     self.seed = int(seed)
     # TPUs have no float64; elsewhere the log-densities are summed in float64.
@@ -86,9 +86,9 @@ class IwaeEvaluator:
     self._step_fn = tf.function(self._step)
 
   def _replica(self, batch):
-    eps = likelihood.example_noise(self.seed, batch["index"], self.num_samples,
+    eps = iwae.example_noise(self.seed, batch["index"], self.num_samples,
                                    self.config.latent_dim)
-    bound = likelihood.iwae_bound(self.model, batch["image"], eps, self.config, self.chunk_size,
+    bound = iwae.iwae_bound(self.model, batch["image"], eps, self.config, self.chunk_size,
                                   self.dtype)
     mask = tf.cast(batch["mask"], self.dtype)
     return tf.reduce_sum(bound * mask), tf.reduce_sum(mask)
@@ -168,7 +168,7 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
     logging.info(line)
   model = trained_run.build_model(config, strategy)
   step, prefix = trained_run.restore_newest_intact(model, workdir, requested_step)
-  builder = datasets.load_builder(config)
+  builder = sources.load_builder(config)
   replicas = strategy.num_replicas_in_sync
 
   t0 = time.time()

@@ -52,7 +52,7 @@ import vae_dist
 from vae_dist import fileio
 from vae_dist import run_files
 from vae_dist import tool_cli
-from vae_dist import trained_run
+from vae_dist.tools import trained_run
 from vae_dist.errors import WorkdirError
 
 EXPORT_INFO_FILENAME = "vae_export.json"

@@ -12,7 +12,7 @@
                           two principal components when latent_dim > 2 (a --size_inches x
                           --size_inches figure at --dpi: 600 x 600 pixels by default)
   --what=attribute        concept vector v of --attribute (e.g. Sandal, 5, hair=3, glasses,
-                          Smiling; see vae_dist/concepts.py), applied to test images (--indices):
+                          Smiling; see vae_dist/tools/concepts.py), applied to test images (--indices):
                           each row is the image, then decodes of z + alpha * v for --alphas
   --what=gif              an animated GIF of prior samples through training: one frame per
                           committed checkpoint, the same noise in every frame, captioned with its
@@ -37,16 +37,16 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from vae_dist import concepts
-from vae_dist import datasets
+from vae_dist.tools import concepts
+from vae_dist.data import sources
 from vae_dist import fileio
 from vae_dist import image_files
 from vae_dist import image_grid
 from vae_dist import latent_paths
 from vae_dist import run_files
-from vae_dist import split_examples
+from vae_dist.data import split_examples
 from vae_dist import tool_cli
-from vae_dist import trained_run
+from vae_dist.tools import trained_run
 from vae_dist.errors import DamagedCheckpointError
 from vae_dist.tool_cli import UsageError
 
@@ -234,8 +234,8 @@ def latents_and_features(run, builder, split, max_examples):
 
 def scatter(run, opts: Options, builder) -> bytes:
   config = run.config
-  label_names = datasets.label_names(builder)
-  attributes = datasets.attribute_features(builder)
+  label_names = sources.label_names(builder)
+  attributes = sources.attribute_features(builder)
   color_by = opts.color_by
   if color_by != concepts.LABEL and color_by not in attributes:
     known = ", ".join(["label"] + sorted(attributes))
@@ -266,8 +266,8 @@ def concept_vector(run, opts: Options, builder) -> concepts.ConceptVector:
     raise UsageError("--what=attribute needs --attribute, e.g. --attribute=Sandal, "
                      "--attribute=hair=3 or --attribute=Smiling.")
   spec = opts.attribute
-  selector = concepts.parse(spec, datasets.label_names(builder),
-                            datasets.attribute_features(builder))
+  selector = concepts.parse(spec, sources.label_names(builder),
+                            sources.attribute_features(builder))
   split = opts.vector_split or config.train_split
   if split not in builder.info.splits:
     raise UsageError(f"--vector_split={split!r}: the data set's splits are "
@@ -368,7 +368,7 @@ def generate(workdir: str, what: str, out: Optional[str] = None, step: Optional[
                    steps=trained_run.committed_steps(workdir))
     return summary
   if what == "scatter":
-    png = scatter(run, opts, datasets.load_builder(run.config))
+    png = scatter(run, opts, sources.load_builder(run.config))
     fileio.write_bytes_atomic(out, png)
     side = int(round(opts.size_inches * opts.dpi))
     summary.update(width=side, height=side)
@@ -378,7 +378,7 @@ def generate(workdir: str, what: str, out: Optional[str] = None, step: Optional[
   elif what == "manifold":
     picture = manifold(run, opts)
   else:
-    builder = datasets.load_builder(run.config)
+    builder = sources.load_builder(run.config)
     if what == "reconstructions":
       picture = reconstructions(run, opts, builder)
     elif what == "interpolation":

@@ -28,7 +28,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   # Imported here so `--help` and flag errors do not wait for TensorFlow.
   from vae_dist import errors
-  from vae_dist import train
+  from vae_dist.train import loop
 
   config = _CONFIG.value
   if _TPU.value is not None:
@@ -42,9 +42,9 @@ def main(argv):
           f"runs/{config.name}).", file=sys.stderr, flush=True)
     sys.exit(1)
   try:
-    train.train_and_evaluate(config, workdir, accept_config_changes=_ACCEPT.value)
+    loop.train_and_evaluate(config, workdir, accept_config_changes=_ACCEPT.value)
   except errors.RunPreempted:
-    from vae_dist import preemption  # pylint: disable=g-import-not-at-top
+    from vae_dist.train import preemption  # pylint: disable=g-import-not-at-top
     sys.exit(preemption.RESTARTABLE_EXIT_CODE)  # Saved; launchers start it again.
   except errors.VaeDistError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)

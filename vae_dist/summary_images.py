@@ -10,9 +10,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vae_dist import datasets
+from vae_dist.data import sources
 from vae_dist import image_grid
-from vae_dist import input_pipeline
+from vae_dist.data import input_pipeline
 from vae_dist import latent_paths
 from vae_dist import plots
 
@@ -47,7 +47,7 @@ class SummaryImages:
       self.grid = latent_paths.manifold_grid(_MANIFOLD_SIZE, 2)
       self.scatter_images, self.scatter_labels = input_pipeline.image_examples(
           builder, config, config.num_scatter_examples)
-      self.label_names = datasets.label_names(builder)
+      self.label_names = sources.label_names(builder)
 
     def decode_mean(z):
       return tf.sigmoid(model.decode(z))

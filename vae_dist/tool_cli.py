@@ -117,7 +117,7 @@ def run(main, required=("workdir",)) -> None:
       if not isinstance(e, tf.errors.DataLossError):
         raise  # A bug: keep the traceback.
       # A damaged shard of the prepared data set (TF's message names no file).
-      from vae_dist.datasets import damage  # pylint: disable=g-import-not-at-top
+      from vae_dist.data.sources import damage  # pylint: disable=g-import-not-at-top
       print(f"error: {damage.describe_without_builder(e)}", file=sys.stderr, flush=True)
       sys.exit(1)
 

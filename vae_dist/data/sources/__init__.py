@@ -9,11 +9,11 @@ message naming the data set, the places looked and how to get the data. Preproce
 resize, channels, scaling) is the input pipeline's; the builders store uint8 images as found
 (Cartoon Set and image folders as RGB).
 """
-from vae_dist.datasets.loading import attribute_features
-from vae_dist.datasets.loading import label_names
-from vae_dist.datasets.loading import load_builder
+from vae_dist.data.sources.loading import attribute_features
+from vae_dist.data.sources.loading import label_names
+from vae_dist.data.sources.loading import load_builder
 
 # Importing cartoon_set registers 'cartoon_set' with TFDS (tfds.builder('cartoon_set/10k')).
-from vae_dist.datasets import cartoon_set  # noqa: F401  # pylint: disable=unused-import
+from vae_dist.data.sources import cartoon_set  # noqa: F401  # pylint: disable=unused-import
 
 __all__ = ["load_builder", "label_names", "attribute_features"]

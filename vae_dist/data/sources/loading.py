@@ -7,11 +7,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vae_dist import errors
-from vae_dist.datasets import cartoon_set
-from vae_dist.datasets import catalog
-from vae_dist.datasets import common
-from vae_dist.datasets import image_folder
-from vae_dist.datasets import mnist_local
+from vae_dist.data.sources import cartoon_set
+from vae_dist.data.sources import catalog
+from vae_dist.data.sources import common
+from vae_dist.data.sources import image_folder
+from vae_dist.data.sources import mnist_local
 
 BOOL_CLASS_NAMES = ["False", "True"]
 

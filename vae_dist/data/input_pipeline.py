@@ -19,9 +19,9 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vae_dist.datasets import model_size_cache
-from vae_dist.datasets.common import expand_path
-from vae_dist.datasets.common import first_line
+from vae_dist.data import model_size_cache
+from vae_dist.data.sources.common import expand_path
+from vae_dist.data.sources.common import first_line
 from vae_dist.errors import ConfigError
 from vae_dist.errors import DataError
 

@@ -39,7 +39,7 @@ def _affinity():
 
 
 def _run_worker(spec: dict, cores) -> dict:
-  """Runs `python -m vae_dist.input_rates <spec>` pinned to `cores`; returns its JSON."""
+  """Runs `python -m vae_dist.data.input_rates <spec>` pinned to `cores`; returns its JSON."""
   with tempfile.TemporaryDirectory() as tmp:
     spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
     with open(spec_path, "w") as f:
@@ -50,7 +50,7 @@ def _run_worker(spec: dict, cores) -> dict:
     pin = None
     if cores is not None and hasattr(os, "sched_setaffinity"):
       pin = lambda: os.sched_setaffinity(0, cores)  # pylint: disable=unnecessary-lambda-assignment
-    proc = subprocess.run([sys.executable, "-m", "vae_dist.input_rates", spec_path], env=env,
+    proc = subprocess.run([sys.executable, "-m", "vae_dist.data.input_rates", spec_path], env=env,
                           stdout=sys.stderr, preexec_fn=pin, check=False)
     if proc.returncode != 0:
       raise RuntimeError(f"input rate worker {spec.get('what')} failed (exit {proc.returncode})")
@@ -93,8 +93,8 @@ def measure(config: ml_collections.ConfigDict, sizes, cores_counts, *, seconds: 
 
 
 def _sized_config(config_json: str, size: int, cache: str, cache_dir: str = ""):
-  from vae_dist import config_defaults  # pylint: disable=g-import-not-at-top
-  config = config_defaults.base_config()
+  from vae_dist.config import defaults  # pylint: disable=g-import-not-at-top
+  config = defaults.base_config()
   config.unlock()
   config.update(ml_collections.ConfigDict(json.loads(config_json)))
   config.image_size, config.cache, config.cache_dir = size, cache, cache_dir
@@ -103,9 +103,9 @@ def _sized_config(config_json: str, size: int, cache: str, cache_dir: str = ""):
 
 def _pipeline_worker(spec) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from vae_dist import datasets  # pylint: disable=g-import-not-at-top
-  from vae_dist import input_pipeline  # pylint: disable=g-import-not-at-top
-  from vae_dist.datasets import model_size_cache  # pylint: disable=g-import-not-at-top
+  from vae_dist.data import sources  # pylint: disable=g-import-not-at-top
+  from vae_dist.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from vae_dist.data import model_size_cache  # pylint: disable=g-import-not-at-top
 
   cores = len(_affinity())
 
@@ -133,7 +133,7 @@ def _pipeline_worker(spec) -> dict:
       epochs = max(epochs + 1, math.ceil(epochs * 1.2 * spec["seconds"] / max(dt, 1e-6)))
 
   base = _sized_config(spec["config"], spec["size"], "none")
-  builder = datasets.load_builder(base)
+  builder = sources.load_builder(base)
   count = builder.info.splits[base.train_split].num_examples
   batch = min(base.batch_size, count)
   out = {"cores": cores, "train_examples": count, "batch_size": batch}
@@ -168,9 +168,9 @@ def _pipeline_worker(spec) -> dict:
 def _train_step_worker(spec) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from vae_dist import benchmark  # pylint: disable=g-import-not-at-top
-  from vae_dist import distribution  # pylint: disable=g-import-not-at-top
-  from vae_dist import models  # pylint: disable=g-import-not-at-top
-  from vae_dist import steps  # pylint: disable=g-import-not-at-top
+  from vae_dist.train import distribution  # pylint: disable=g-import-not-at-top
+  from vae_dist.model import networks  # pylint: disable=g-import-not-at-top
+  from vae_dist.train import steps  # pylint: disable=g-import-not-at-top
 
   config = _sized_config(spec["config"], spec["size"], "none")
   config.batch_size = spec["batch"]
@@ -182,7 +182,7 @@ def _train_step_worker(spec) -> dict:
       lambda ctx: tf.data.Dataset.from_tensors({"image": x}).repeat())
   iterator = iter(dist)
   with strategy.scope():
-    model = models.VAE(config)
+    model = networks.VAE(config)
     optimizer = steps.create_optimizer(config, 10**6)
     optimizer.build(model.trainable_variables)
   trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vae_dist import errors
-from vae_dist.datasets import common
+from vae_dist.data.sources import common
 
 CATALOG_URL = "https://www.tensorflow.org/datasets/catalog/overview"
 

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vae_dist import input_pipeline
+from vae_dist.data import input_pipeline
 
 _BATCH = 64
 

@@ -27,9 +27,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vae_dist import errors
-from vae_dist.datasets import common
-from vae_dist.datasets import images
-from vae_dist.datasets import sharding
+from vae_dist.data.sources import common
+from vae_dist.data.sources import images
+from vae_dist.data.sources import sharding
 
 NAME = "cartoon_set"
 HOMEPAGE = "https://google.github.io/cartoonset/"

@@ -15,19 +15,19 @@ import tensorflow as tf
 
 import vae_dist
 from vae_dist import checkpointing
-from vae_dist import config_changes
-from vae_dist import config_checks
-from vae_dist import datasets
-from vae_dist import distribution
+from vae_dist.config import compatibility
+from vae_dist.config import checks
+from vae_dist.data import sources
+from vae_dist.train import distribution
 from vae_dist import fileio
-from vae_dist import input_pipeline
-from vae_dist import memory_estimate
-from vae_dist import models
-from vae_dist import preemption
+from vae_dist.data import input_pipeline
+from vae_dist.config import memory_estimate
+from vae_dist.model import networks
+from vae_dist.train import preemption
 from vae_dist import run_files
 from vae_dist import run_summaries
-from vae_dist import steps
-from vae_dist import workdir_lock
+from vae_dist.train import steps
+from vae_dist.train import workdir_lock
 from vae_dist.errors import CheckpointError
 from vae_dist.errors import DamagedCheckpointError
 from vae_dist.errors import DataError
@@ -103,14 +103,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     RunPreempted: the run saved and stopped early on a preemption notice; start it again.
   """
   _check_tensorflow_version()
-  config_checks.validate(config)
+  checks.validate(config)
   # The workdir's own files must be of the right kind, and the workdir must not lie inside
   # another run's files: both are found before the data is prepared.
   run_files.check_training_workdir(workdir)
   run_files.check_kinds(workdir)
   # A resume whose config changes what the run trains is refused here, before the data is
   # prepared and before anything is written (every worker reads the same config.json).
-  history = config_changes.check_resume(
+  history = compatibility.check_resume(
       workdir, config, has_checkpoints=_has_step_dirs(workdir), accept=accept_config_changes)
   distribution.configure_host_devices(config)
   strategy = distribution.create_strategy(config)
@@ -135,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return _train(config, workdir, strategy, chief, builder, history)
   except tf.errors.DataLossError as e:
     # A truncated or corrupt shard of the prepared data: TF's message names no file.
-    from vae_dist.datasets import damage  # pylint: disable=g-import-not-at-top
+    from vae_dist.data.sources import damage  # pylint: disable=g-import-not-at-top
     raise DataError(damage.describe(builder, e)) from None
   finally:
     if lock is not None:
@@ -173,7 +173,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   # seeded explicitly (noise, shuffle, binarising).
   tf.keras.utils.set_random_seed(config.seed)
   with strategy.scope():
-    model = models.VAE(config)
+    model = networks.VAE(config)
     optimizer = steps.create_optimizer(config, total_steps)
     # Built here, inside the scope and before any traced step, so its slots are mirrored.
     optimizer.build(model.trainable_variables)
@@ -199,7 +199,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   # the run that wrote the checkpoints in place.
   if chief:
     if history is not None:
-      config_changes.record(workdir, history, start_step)
+      compatibility.record(workdir, history, start_step)
     fileio.write_text_atomic(config_path, config.to_json_best_effort(indent=2, sort_keys=True))
 
   num_pipelines = distribution.num_input_pipelines(strategy)
@@ -344,10 +344,10 @@ def _lost_worker_detail(error) -> str:
 def _load_data(config, strategy, chief):
   """Prepares the data on the chief first, so workers sharing a data_dir never race."""
   if distribution.num_input_pipelines(strategy) == 1:
-    return datasets.load_builder(config)
-  builder = datasets.load_builder(config) if chief else None
+    return sources.load_builder(config)
+  builder = sources.load_builder(config) if chief else None
   distribution.sum_over_workers(strategy, 1.0)  # Barrier: the chief has prepared the data.
-  return builder or datasets.load_builder(config)
+  return builder or sources.load_builder(config)
 
 
 def _restore(config, manager, checkpoint, model):

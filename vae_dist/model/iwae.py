@@ -18,7 +18,7 @@ import math
 import ml_collections
 import tensorflow as tf
 
-from vae_dist import objective
+from vae_dist.model import objective
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

@@ -18,9 +18,9 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 from vae_dist import errors
-from vae_dist.datasets import catalog
-from vae_dist.datasets import common
-from vae_dist.datasets import idx
+from vae_dist.data.sources import catalog
+from vae_dist.data.sources import common
+from vae_dist.data.sources import idx
 
 NAMES = ("mnist", "fashion_mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"

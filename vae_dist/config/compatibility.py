@@ -18,7 +18,7 @@ from absl import logging
 import ml_collections
 import tensorflow as tf
 
-from vae_dist import config_defaults
+from vae_dist.config import defaults
 from vae_dist import fileio
 from vae_dist.errors import WorkdirError
 
@@ -78,7 +78,7 @@ def read_recorded(workdir: str) -> Optional[dict]:
                        "with. Restore it, or start a new --workdir.")
   _upgrade(values)
   try:
-    config_defaults.base_config().update(values)
+    defaults.base_config().update(values)
   except (TypeError, ValueError, KeyError, AttributeError) as e:
     raise WorkdirError(f"{path} does not hold a config of this version of vae_dist "
                        f"({' '.join(str(e).split())[:300]}): it is the config the run started "
@@ -100,7 +100,7 @@ def changes(recorded: dict, config: ml_collections.ConfigDict) -> list:
 
   Fields a run of an older version did not record count as their default.
   """
-  before = _flat(_as_json(config_defaults.base_config()))
+  before = _flat(_as_json(defaults.base_config()))
   before.update(_flat(recorded))
   now = _flat(_as_json(config))
   return [(k, before.get(k), now.get(k)) for k in sorted(set(before) | set(now))

@@ -20,9 +20,9 @@ import ml_collections
 import tensorflow as tf
 
 from vae_dist import checkpointing
-from vae_dist import config_checks
-from vae_dist import config_defaults
-from vae_dist import models
+from vae_dist.config import checks
+from vae_dist.config import defaults
+from vae_dist.model import networks
 from vae_dist import run_files
 from vae_dist.errors import ConfigError
 from vae_dist.errors import DamagedCheckpointError
@@ -48,7 +48,7 @@ def load_config(workdir: str, overrides: Optional[dict] = None) -> ml_collection
   """The config a run trained with, from `<workdir>/config.json`.
 
   Fields the JSON does not have (a run from an older version) keep the defaults of
-  config_defaults.base_config(), so the tools always see a complete config.
+  defaults.base_config(), so the tools always see a complete config.
 
   Args:
     workdir: the run's workdir (local or gs://).
@@ -79,7 +79,7 @@ def load_config(workdir: str, overrides: Optional[dict] = None) -> ml_collection
     raise RunNotFoundError(f"Cannot read {path}: {e}") from None
   if not isinstance(values, dict):
     raise RunNotFoundError(f"{path} does not hold a JSON object.")
-  config = config_defaults.base_config()
+  config = defaults.base_config()
   try:
     config.update(values)
   except (TypeError, ValueError, KeyError, AttributeError) as e:
@@ -91,7 +91,7 @@ def load_config(workdir: str, overrides: Optional[dict] = None) -> ml_collection
     if value is not None:
       config[field] = value
   try:
-    config_checks.validate(config)
+    checks.validate(config)
   except ConfigError as e:
     raise RunNotFoundError(f"{path} (or a flag that overrides it) is not a usable config: {e} "
                            "Put back the config the run was trained with.") from None
@@ -130,17 +130,17 @@ def state_prefix(workdir: str, step: int) -> str:
 
 
 def build_model(config: ml_collections.ConfigDict,
-                strategy: Optional[tf.distribute.Strategy] = None) -> models.VAE:
+                strategy: Optional[tf.distribute.Strategy] = None) -> networks.VAE:
   """A VAE with the run's architecture, created under `strategy` (default: the current one)."""
   # The tools compute in float32 whatever the run trained with: the weights are float32 under
   # every mixed-precision policy, and evaluation and export want full precision.
   tf.keras.mixed_precision.set_global_policy("float32")
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
-    return models.VAE(config)
+    return networks.VAE(config)
 
 
-def restore_weights(model: models.VAE, workdir: str, step: int) -> str:
+def restore_weights(model: networks.VAE, workdir: str, step: int) -> str:
   """Reads the model's weights of checkpoint `step` into `model`.
 
   Returns:
@@ -166,7 +166,7 @@ def restore_weights(model: models.VAE, workdir: str, step: int) -> str:
   return prefix
 
 
-def restore_newest_intact(model: models.VAE, workdir: str, step: Optional[int] = None) -> tuple:
+def restore_newest_intact(model: networks.VAE, workdir: str, step: Optional[int] = None) -> tuple:
   """Restores `step`, or the newest committed step that loads; returns (step, prefix).
 
   Tools never change a workdir: a damaged step is skipped with a warning (training sets it
@@ -220,7 +220,7 @@ class TrainedRun:
   workdir: str
   config: ml_collections.ConfigDict
   step: int
-  model: models.VAE
+  model: networks.VAE
   prefix: str
 
   def restore(self, step: int) -> None:

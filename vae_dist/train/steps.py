@@ -9,7 +9,7 @@ from typing import NamedTuple
 import ml_collections
 import tensorflow as tf
 
-from vae_dist import objective
+from vae_dist.model import objective
 
 keras = tf.keras
 

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vae_dist.datasets import common
+from vae_dist.data.sources import common
 
 LAYOUT_VERSION = "v1"  # Bump when to_model_size or the file format changes.
 CACHE_FOLDER = "model_size_cache"

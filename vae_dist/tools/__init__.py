@@ -1,0 +1,1 @@
+"""The tools room: what generate, evaluate, export and concepts share about a trained run."""
