@@ -32,8 +32,8 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from vae_dist.model import networks
 from vae_dist.model import objective
+from vae_dist.train import state as train_state
 from vae_dist.train import steps
 try:
   from tensorflow.tsl.profiler.protobuf import xplane_pb2
@@ -99,10 +99,8 @@ def main(argv):
     c = config.copy_and_resolve_references()
     c.batch_size, c.steps_per_loop = b, _SPL.value
     c.jit_compile = "true" if jit else "false"
-    model = networks.VAE(c)
-    optimizer = steps.create_optimizer(c, 10**6)
-    optimizer.build(model.trainable_variables)
-    trainer = steps.Trainer(config=c, strategy=strategy, model=model, optimizer=optimizer)
+    state = train_state.create_train_state(c, strategy, total_steps=10**6)
+    trainer = steps.Trainer(config=c, strategy=strategy, state=state)
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: data))
 
     def run(n):
@@ -115,16 +113,16 @@ def main(argv):
   def plain_way():
     c = config.copy_and_resolve_references()
     c.batch_size = b
-    model = networks.VAE(c)
-    optimizer = steps.create_optimizer(c, 10**6)
-    optimizer.build(model.trainable_variables)
+    state = train_state.create_train_state(c, strategy, total_steps=10**6)
+    model, optimizer = state.model, state.optimizer
+    likelihood = objective.Likelihood.from_config(c)
 
     # The tutorial's step, as vae_dist.benchmark times it (that module's flags clash with these).
     @tf.function
     def train_step(model, x, optimizer):
       eps = tf.random.normal([tf.shape(x)[0], c.latent_dim])
       with tf.GradientTape() as tape:
-        terms = objective.elbo_terms(model, x, eps, training=True, config=c)
+        terms = objective.elbo_terms(model, x, eps, training=True, likelihood=likelihood)
         loss = tf.reduce_mean(terms["recon"] + terms["kl"])
       gradients = tape.gradient(loss, model.trainable_variables)
       optimizer.apply_gradients(zip(gradients, model.trainable_variables))

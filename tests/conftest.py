@@ -45,12 +45,15 @@ def repo_root():
 
 
 def build_trainer(config, strategy):
-  """A steps.Trainer as train.py builds it (optimizer built in the scope), seeded by the config."""
-  from vae_dist.model import networks  # pylint: disable=g-import-not-at-top
+  """A steps.Trainer as the train loop builds it, on the state of create_train_state."""
+  from vae_dist.train import state as train_state  # pylint: disable=g-import-not-at-top
   from vae_dist.train import steps  # pylint: disable=g-import-not-at-top
-  tf.keras.utils.set_random_seed(config.seed)
-  with strategy.scope():
-    model = networks.VAE(config)
-    optimizer = steps.create_optimizer(config, total_steps=100)
-    optimizer.build(model.trainable_variables)
-  return steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)
+  state = train_state.create_train_state(config, strategy, total_steps=100)
+  return steps.Trainer(config=config, strategy=strategy, state=state)
+
+
+def build_evaluator(trainer):
+  """The Evaluator of a trainer's model, as the train loop builds it."""
+  from vae_dist.train import evaluator  # pylint: disable=g-import-not-at-top
+  return evaluator.Evaluator(strategy=trainer.strategy, model=trainer.model,
+                             likelihood=trainer.likelihood)

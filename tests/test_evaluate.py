@@ -43,14 +43,18 @@ def loaded(run):
   return model_run, batch["image"], batch["index"]
 
 
+def _likelihood(model_run):
+  return objective.Likelihood.from_config(model_run.config)
+
+
 def _final_eval(workdir):
   return [r for r in cli.read_metrics(workdir) if "eval/elbo" in r][-1]
 
 
 def _mean_iwae(model_run, images, index, num_samples, seeds, chunk_size=100):
   """Mean of L_K over the test images, averaged over independent draws (one per seed)."""
-  fn = tf.function(lambda x, eps: iwae.iwae_bound(model_run.model, x, eps, model_run.config,
-                                                        chunk_size), reduce_retracing=True)
+  fn = tf.function(lambda x, eps: iwae.iwae_bound(model_run.model, x, eps, _likelihood(model_run),
+                                                  chunk_size), reduce_retracing=True)
   values = [fn(tf.constant(images), iwae.example_noise(
       seed, index, num_samples, 1)).numpy() for seed in seeds]
   return float(np.mean(values)), np.mean(values, axis=0)
@@ -62,8 +66,8 @@ def _brute_force_log_px(model_run, images, num_points=1001, limit=8.0):
   decoded = model_run.model.decode(tf.constant(z[:, None], tf.float32)).numpy().astype(np.float64)
   log_joint = []
   for x in images.astype(np.float64):
-    ll = objective.log_likelihood(tf.constant(np.repeat(x[None], num_points, 0)),
-                                  tf.constant(decoded), model_run.config).numpy()
+    ll = _likelihood(model_run).log_prob(tf.constant(np.repeat(x[None], num_points, 0)),
+                                         tf.constant(decoded)).numpy()
     log_joint.append(ll - 0.5 * z**2 - 0.5 * math.log(2 * math.pi) + math.log(z[1] - z[0]))
   log_joint = np.stack(log_joint)
   top = log_joint.max(axis=1, keepdims=True)
@@ -110,9 +114,9 @@ def test_iwae_with_one_sample_is_the_elbo_in_expectation(loaded):
   x = np.repeat(images, m, axis=0)
   eps = tf.random.stateless_normal([len(x), 1], seed=[3, 4], alg="philox")
   iwae1 = iwae.iwae_bound(model_run.model, tf.constant(x), eps[:, None, :],
-                                model_run.config, 1).numpy()
+                          _likelihood(model_run), 1).numpy()
   elbo = objective.elbo_terms(model_run.model, tf.constant(x), eps, False,
-                              model_run.config)["elbo"].numpy().astype(np.float64)
+                              _likelihood(model_run))["elbo"].numpy().astype(np.float64)
   diff = iwae1 - elbo
   stderr = diff.std() / math.sqrt(len(diff))
   assert abs(diff.mean()) < 4 * stderr + 1e-3, (diff.mean(), stderr)
@@ -138,30 +142,35 @@ def test_chunks_give_the_same_bound_as_one_log_sum_exp(loaded):
   x = tf.constant(images[:4])
   eps = iwae.example_noise(7, index[:4], 30, 1)
   mean, logvar = model_run.model.encode(x)
-  lw = iwae.log_weights(model_run.model, x, mean, logvar, eps, model_run.config).numpy()
+  lw = iwae.log_weights(model_run.model, x, mean, logvar, eps, _likelihood(model_run)).numpy()
   top = lw.max(axis=1, keepdims=True)
   want = top[:, 0] + np.log(np.exp(lw - top).mean(axis=1))
   for chunk in (1, 7, 30, 64):
-    got = iwae.iwae_bound(model_run.model, x, eps, model_run.config, chunk).numpy()
+    got = iwae.iwae_bound(model_run.model, x, eps, _likelihood(model_run), chunk).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
   assert lw.dtype == np.float64
   # Static shapes throughout (what TPUs need): XLA compiles it, and float32 (TPUs have no
   # float64) stays within 1e-3 nats.
   xla = tf.function(lambda x, eps: iwae.iwae_bound(
-      model_run.model, x, eps, model_run.config, 7, tf.float32), jit_compile=True)
+      model_run.model, x, eps, _likelihood(model_run), 7, tf.float32), jit_compile=True)
   np.testing.assert_allclose(xla(x, eps).numpy(), want, atol=1e-3)
+
+
+def _chunk_size(config, **kwargs):
+  widest = max(list(config.decoder.filters) + [config.channels])
+  return iwae.auto_chunk_size(config.image_size, widest, **kwargs)
 
 
 def test_auto_chunk_size_bounds_memory():
   small = load_config("mnist")
-  chunk = iwae.auto_chunk_size(small, per_replica_batch=8, num_samples=1000)
+  chunk = _chunk_size(small, per_replica_batch=8, num_samples=1000)
   # 8 x chunk decodes whose widest activation is 28 x 28 x 64 floats: within 512 MB.
   assert 100 < chunk < 1000 and 8 * chunk * 28 * 28 * 64 * 4 <= 512 * 2**20
-  assert iwae.auto_chunk_size(small, per_replica_batch=8, num_samples=10) == 10
+  assert _chunk_size(small, per_replica_batch=8, num_samples=10) == 10
   big = load_config("cartoon")
-  chunk = iwae.auto_chunk_size(big, per_replica_batch=8, num_samples=1000)
+  chunk = _chunk_size(big, per_replica_batch=8, num_samples=1000)
   assert 1 <= chunk < 10
-  assert iwae.auto_chunk_size(big, per_replica_batch=10**6, num_samples=1000) == 1
+  assert _chunk_size(big, per_replica_batch=10**6, num_samples=1000) == 1
 
 
 def test_errors(run, tmp_path):

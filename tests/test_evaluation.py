@@ -8,8 +8,9 @@ import datagen
 from conftest import load_config, mirrored
 from vae_dist.data import sources
 from vae_dist.data import input_pipeline
-from vae_dist.model import networks
-from vae_dist.train import steps
+from vae_dist.model import objective
+from vae_dist.train import evaluator
+from vae_dist.train import state as train_state
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +49,15 @@ def test_eval_elbo_on_three_replicas_with_batch_7_equals_per_example_computation
   # Per-replica batch 7 on 3 replicas: global eval batch 21, 3 steps, 13 padded slots.
   config.eval_batch_size = 21
   strategy = mirrored(3)
-  tf.keras.utils.set_random_seed(1)
-  with strategy.scope():
-    model = networks.VAE(config)
-    optimizer = steps.create_optimizer(config, 10)
-    optimizer.build(model.trainable_variables)
-  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)
+  config.seed = 1
+  model = train_state.create_train_state(config, strategy, with_optimizer=False).model
+  likelihood = objective.Likelihood.from_config(config)
   num_steps = input_pipeline.num_eval_steps(builder, config, 3, 1)
   assert num_steps == 3
   data = strategy.distribute_datasets_from_function(
       input_pipeline.eval_dataset_fn(builder, config, num_steps))
-  metrics, _ = trainer.evaluate(data, num_steps)
+  metrics, _ = evaluator.Evaluator(strategy=strategy, model=model,
+                                   likelihood=likelihood).evaluate(data, num_steps)
   assert metrics["eval/examples"] == 50
 
   want, n = _independent_elbo(model, builder, config)
@@ -71,13 +70,10 @@ def test_eval_elbo_on_three_replicas_with_batch_7_equals_per_example_computation
   steps1 = input_pipeline.num_eval_steps(builder, config, 1, 1)
   data1 = single.distribute_datasets_from_function(
       input_pipeline.eval_dataset_fn(builder, config, steps1))
-  with single.scope():
-    model1 = networks.VAE(config)
-    model1.set_weights(model.get_weights())
-    opt1 = steps.create_optimizer(config, 10)
-    opt1.build(model1.trainable_variables)
-  trainer1 = steps.Trainer(config=config, strategy=single, model=model1, optimizer=opt1)
-  metrics1, _ = trainer1.evaluate(data1, steps1)
+  model1 = train_state.create_train_state(config, single, with_optimizer=False).model
+  model1.set_weights(model.get_weights())
+  metrics1, _ = evaluator.Evaluator(strategy=single, model=model1,
+                                    likelihood=likelihood).evaluate(data1, steps1)
   np.testing.assert_allclose(metrics1["eval/elbo"], want, rtol=1e-4)
 
 

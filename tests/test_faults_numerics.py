@@ -18,8 +18,7 @@ import datagen
 from conftest import build_trainer, load_config, mirrored
 from vae_dist import checkpointing
 from vae_dist.config import checks
-from vae_dist.model import networks
-from vae_dist.train import steps
+from vae_dist.train import state as train_state
 from vae_dist.errors import ConfigError
 
 @pytest.mark.parametrize("value", [-1, True])  # ConfigDict refuses floats and strings.
@@ -148,11 +147,9 @@ def _poison(source, workdir):
   """Copies the run and commits a step 4 whose decoder output kernel is NaN, as `main` would."""
   shutil.copytree(source, workdir)
   config = load_config("mnist", "smoke")
-  model = networks.VAE(config)
-  optimizer = steps.create_optimizer(config, total_steps=8)
-  optimizer.build(model.trainable_variables)
-  step = steps.create_step_counter()
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+  state = train_state.create_train_state(config, tf.distribute.get_strategy(), total_steps=8)
+  model, step = state.model, state.step
+  checkpoint = state.checkpoint()
   manager = checkpointing.CheckpointManager(directory=os.path.join(workdir, "checkpoints"))
   manager.restore(2, checkpoint)
   kernel = model.decoder.layers[-1].kernel

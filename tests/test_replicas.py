@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import cli
 import replica_traffic_probe
-from conftest import build_trainer, load_config, mirrored
+from conftest import build_evaluator, build_trainer, load_config, mirrored
 from vae_dist.train import steps
 
 
@@ -121,13 +121,14 @@ def test_train_and_eval_loops_are_traced_once(replicas):
   config = load_config("fashion_mnist", "smoke")
   strategy = _strategy(replicas)
   trainer = build_trainer(config, strategy)
+  evaluator = build_evaluator(trainer)
   it = _stream(strategy, _images(4 * config.batch_size), config.batch_size)
   evals = _eval_stream(strategy, config)
   for n in (2, 2, 1, 3):  # The last loop of a run is often shorter.
     trainer.run_loop(it, n)
-    trainer.evaluate(evals, 2)
+    evaluator.evaluate(evals, 2)
   assert trainer.train_loop.experimental_get_tracing_count() == 1
-  assert trainer.eval_loop.experimental_get_tracing_count() == 1
+  assert evaluator.eval_loop.experimental_get_tracing_count() == 1
 
 
 def test_noise_slice_takes_a_replica_id_known_only_at_run_time_under_xla():

@@ -62,8 +62,8 @@ from vae_dist.train import distribution
 from vae_dist import errors
 from vae_dist.data import input_pipeline
 from vae_dist.data import input_rates
-from vae_dist.model import networks
 from vae_dist.model import objective
+from vae_dist.train import state as train_state
 from vae_dist.train import steps
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -335,13 +335,14 @@ def _hlo_conv_dot_flops(hlo_text: str):
 
 def _plain_step_fn(config):
   """The tutorial's train step body on vae_dist's objective: tape, gradients, apply_gradients."""
+  likelihood = objective.Likelihood.from_config(config)
 
   def train_step(model, x, optimizer, eps=None):
     if eps is None:
       # Stateful noise, as the tutorial's reparameterize draws it.
       eps = tf.random.normal([tf.shape(x)[0], config.latent_dim])
     with tf.GradientTape() as tape:
-      terms = objective.elbo_terms(model, x, eps, training=True, config=config)
+      terms = objective.elbo_terms(model, x, eps, training=True, likelihood=likelihood)
       loss = tf.reduce_mean(terms["recon"] + terms["kl"])
       scaled = loss
       if isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer):
@@ -370,9 +371,9 @@ def count_flops(config, batch_size: int) -> dict:
   The live-op filter matters: the tape also builds the first convolution's input gradient,
   which nothing reads (the images are not variables) and TensorFlow never runs.
   """
-  model = networks.VAE(config)
-  optimizer = steps.create_optimizer(config, 10**6)
-  optimizer.build(model.trainable_variables)
+  state = train_state.create_train_state(config, tf.distribute.get_strategy(),
+                                         total_steps=10**6)
+  model, optimizer = state.model, state.optimizer
   analytic = analytic_flops(model, config)
   step_fn = _plain_step_fn(config)
   spec = tf.TensorSpec([batch_size, config.image_size, config.image_size, config.channels],
@@ -466,11 +467,6 @@ def pipeline_rate(builder, config, batch_size, warm_examples, seconds) -> dict:
   return out
 
 
-def _set_policy(precision):
-  policy = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-  tf.keras.mixed_precision.set_global_policy(policy[precision])
-
-
 def _variant_config(base, v: Variant, strategy_name: str):
   c = base.copy_and_resolve_references()
   c.batch_size = v.batch_size
@@ -489,12 +485,8 @@ class _Trainer:
   def __init__(self, config, strategy, iterator):
     self.spl = config.steps_per_loop
     self.iterator = iterator
-    with strategy.scope():
-      model = networks.VAE(config)
-      optimizer = steps.create_optimizer(config, 10**6)
-      optimizer.build(model.trainable_variables)
-    self.trainer = steps.Trainer(config=config, strategy=strategy, model=model,
-                                 optimizer=optimizer)
+    state = train_state.create_train_state(config, strategy, total_steps=10**6)
+    self.trainer = steps.Trainer(config=config, strategy=strategy, state=state)
     self.xla = self.trainer.xla
 
   def run(self, num_steps) -> float:
@@ -512,11 +504,10 @@ class _Plain:
   def __init__(self, config, strategy, iterator):
     self.iterator = iterator
     self.strategy = strategy
-    with strategy.scope():
-      self.model = networks.VAE(config)
-      # Keras' own optimizer, which sums the replicas' gradients in apply, as in the tutorial.
-      self.optimizer = steps.create_optimizer(config, 10**6, sums_over_replicas=True)
-      self.optimizer.build(self.model.trainable_variables)
+    # Keras' own optimizer, which sums the replicas' gradients in apply, as in the tutorial.
+    state = train_state.create_train_state(config, strategy, total_steps=10**6,
+                                           sums_over_replicas=True)
+    self.model, self.optimizer = state.model, state.optimizer
     step_fn = _plain_step_fn(config)
     if isinstance(strategy, tf.distribute.TPUStrategy):
       # A TPU runs only compiled programs: the per-batch call goes through strategy.run there.
@@ -613,7 +604,7 @@ def run_worker(config, replicas: int, variants: list, host_fields: bool) -> dict
   if host_fields:
     out["matmul"] = matmul_gflops(256 if short else _MATMUL_SIZE.value, rounds, seconds)
   batch_sizes = sorted({v.batch_size for v in variants})
-  _set_policy("none")
+  train_state.set_precision("none")
   flops = {b: count_flops(config, b) for b in batch_sizes}
   if host_fields:
     out["flops"] = {str(b): f for b, f in flops.items()}
@@ -635,7 +626,7 @@ def run_worker(config, replicas: int, variants: list, host_fields: bool) -> dict
     plain_by_precision = {}
     for v in [v for v in variants if v.batch_size == b]:
       vc = _variant_config(config, v, strategy_name)
-      _set_policy(v.mixed_precision)
+      train_state.set_precision(v.mixed_precision)
       if v.mixed_precision not in plain_by_precision:
         # The plain loop runs on one device: the tutorial's loop has no strategy.
         plain_strategy = (strategy if isinstance(strategy, tf.distribute.TPUStrategy) else
@@ -648,7 +639,7 @@ def run_worker(config, replicas: int, variants: list, host_fields: bool) -> dict
                    record["train"]["images_per_sec"], record["plain"]["images_per_sec"],
                    record["speedup_vs_plain"])
       out["variants"].append(record)
-      _set_policy("none")
+      train_state.set_precision("none")
   out["load_average"] = [load_before, _load_average()]
   out["devices"] = [d.name for d in tf.config.list_logical_devices()]
   return out

@@ -41,7 +41,7 @@ from vae_dist.data import input_pipeline
 from vae_dist.model import iwae
 from vae_dist.model import objective
 from vae_dist import run_files
-from vae_dist.train import steps
+from vae_dist.train import evaluator
 from vae_dist import tool_cli
 from vae_dist.tools import trained_run
 from vae_dist.tool_cli import UsageError
@@ -76,8 +76,10 @@ class IwaeEvaluator:
     self.num_samples = int(num_samples)
     replicas = strategy.num_replicas_in_sync
     self.per_replica_batch = input_pipeline.eval_batch_size(config) // replicas
+    self.likelihood = objective.Likelihood.from_config(config)
     self.chunk_size = int(chunk_size) or iwae.auto_chunk_size(
-        config, self.per_replica_batch, self.num_samples)
+        config.image_size, max(list(config.decoder.filters) + [config.channels]),
+        self.per_replica_batch, self.num_samples)
     self.seed = int(seed)
     # TPUs have no float64; elsewhere the log-densities are summed in float64.
     self.dtype = tf.float32 if isinstance(strategy, tf.distribute.TPUStrategy) else tf.float64
@@ -88,8 +90,8 @@ class IwaeEvaluator:
   def _replica(self, batch):
     eps = iwae.example_noise(self.seed, batch["index"], self.num_samples,
                                    self.config.latent_dim)
-    bound = iwae.iwae_bound(self.model, batch["image"], eps, self.config, self.chunk_size,
-                                  self.dtype)
+    bound = iwae.iwae_bound(self.model, batch["image"], eps, self.likelihood, self.chunk_size,
+                            self.dtype)
     mask = tf.cast(batch["mask"], self.dtype)
     return tf.reduce_sum(bound * mask), tf.reduce_sum(mask)
 
@@ -172,21 +174,19 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
   replicas = strategy.num_replicas_in_sync
 
   t0 = time.time()
-  with strategy.scope():
-    # Trainer wants an optimizer; evaluation never touches it.
-    optimizer = steps.create_optimizer(config, 1)
-  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)
+  likelihood = objective.Likelihood.from_config(config)
+  elbo_evaluator = evaluator.Evaluator(strategy=strategy, model=model, likelihood=likelihood)
   eval_steps = input_pipeline.num_eval_steps(builder, config, replicas,
                                              distribution.num_input_pipelines(strategy))
   elbo_data = strategy.distribute_datasets_from_function(
       input_pipeline.eval_dataset_fn(builder, config, eval_steps))
-  metrics, _ = trainer.evaluate(elbo_data, eval_steps)
+  metrics, _ = elbo_evaluator.evaluate(elbo_data, eval_steps)
   elbo_seconds = time.time() - t0
 
   t0 = time.time()
-  evaluator = IwaeEvaluator(config=config, strategy=strategy, model=model, builder=builder,
-                            num_samples=num_samples, chunk_size=chunk_size, seed=seed)
-  iwae, examples = evaluator.run()
+  iwae_evaluator = IwaeEvaluator(config=config, strategy=strategy, model=model, builder=builder,
+                                 num_samples=num_samples, chunk_size=chunk_size, seed=seed)
+  iwae, examples = iwae_evaluator.run()
   iwae_seconds = time.time() - t0
 
   result = {
@@ -203,12 +203,12 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
       "elbo_bits_per_dim": metrics["eval/bits_per_dim"],
       "active_units": metrics["eval/active_units"],
       "iwae": iwae,
-      "iwae_bits_per_dim": float(objective.bits_per_dim(iwae, config)),
+      "iwae_bits_per_dim": float(likelihood.bits_per_dim(iwae)),
       "iwae_minus_elbo": iwae - metrics["eval/elbo"],
-      "num_samples": evaluator.num_samples,
-      "chunk_size": evaluator.chunk_size,
+      "num_samples": iwae_evaluator.num_samples,
+      "chunk_size": iwae_evaluator.chunk_size,
       "seed": seed,
-      "compute_dtype": evaluator.dtype.name,
+      "compute_dtype": iwae_evaluator.dtype.name,
       "strategy": type(strategy).__name__,
       "num_replicas": replicas,
       "eval_batch_size": input_pipeline.eval_batch_size(config),

@@ -169,7 +169,7 @@ def _train_step_worker(spec) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from vae_dist import benchmark  # pylint: disable=g-import-not-at-top
   from vae_dist.train import distribution  # pylint: disable=g-import-not-at-top
-  from vae_dist.model import networks  # pylint: disable=g-import-not-at-top
+  from vae_dist.train import state as train_state  # pylint: disable=g-import-not-at-top
   from vae_dist.train import steps  # pylint: disable=g-import-not-at-top
 
   config = _sized_config(spec["config"], spec["size"], "none")
@@ -181,11 +181,8 @@ def _train_step_worker(spec) -> dict:
   dist = strategy.distribute_datasets_from_function(
       lambda ctx: tf.data.Dataset.from_tensors({"image": x}).repeat())
   iterator = iter(dist)
-  with strategy.scope():
-    model = networks.VAE(config)
-    optimizer = steps.create_optimizer(config, 10**6)
-    optimizer.build(model.trainable_variables)
-  trainer = steps.Trainer(config=config, strategy=strategy, model=model, optimizer=optimizer)
+  state = train_state.create_train_state(config, strategy, total_steps=10**6)
+  trainer = steps.Trainer(config=config, strategy=strategy, state=state)
   n = tf.constant(config.steps_per_loop, tf.int32)
   t0 = time.perf_counter()
   trainer.train_loop(iterator, n)
@@ -201,7 +198,7 @@ def _train_step_worker(spec) -> dict:
     if spec["short"] and calls >= 2:
       break
   images = calls * config.steps_per_loop * config.batch_size
-  flops = benchmark.analytic_flops(model, config)
+  flops = benchmark.analytic_flops(state.model, config)
   return {"cores": len(_affinity()), "batch_size": config.batch_size,
           "jit_compile": config.jit_compile, "compile_seconds": compile_seconds,
           "images_per_sec": images / elapsed,

@@ -15,7 +15,6 @@ bound of an example does not depend on the batch, the replica count or the chunk
 """
 import math
 
-import ml_collections
 import tensorflow as tf
 
 from vae_dist.model import objective
@@ -34,7 +33,7 @@ def example_noise(seed, index, num_samples: int, latent_dim: int):
   return tf.map_fn(one, tf.cast(index, tf.int64), fn_output_signature=tf.float32)
 
 
-def log_weights(model, x, mean, logvar, eps, config: ml_collections.ConfigDict,
+def log_weights(model, x, mean, logvar, eps, likelihood: objective.Likelihood,
                 dtype=tf.float64):
   """log w = log p(x|z) + log p(z) - log q(z|x) for z = mean + exp(logvar / 2) * eps.
 
@@ -43,7 +42,7 @@ def log_weights(model, x, mean, logvar, eps, config: ml_collections.ConfigDict,
     x: images [B, S, S, C] in [0, 1].
     mean, logvar: q(z|x) for x, [B, L].
     eps: standard normal noise [B, K, L].
-    config: the run's config (likelihood).
+    likelihood: p(x|z).
     dtype: what the log-densities are summed in (float64, or float32 where there is none).
 
   Returns:
@@ -58,14 +57,14 @@ def log_weights(model, x, mean, logvar, eps, config: ml_collections.ConfigDict,
   out = model.decode(tf.reshape(tf.cast(z, tf.float32), [b * k, latent]), training=False)
   # Row b * K + j of the decoded batch is sample j of example b: repeat each image K times.
   x_rep = tf.repeat(tf.cast(x, dtype), k, axis=0)
-  log_px_z = tf.reshape(objective.log_likelihood(x_rep, tf.cast(out, dtype), config), [b, k])
+  log_px_z = tf.reshape(likelihood.log_prob(x_rep, tf.cast(out, dtype)), [b, k])
   log_pz = -0.5 * tf.reduce_sum(tf.square(z) + _LOG_2PI, axis=-1)
   # log q(z|x) from eps itself: (z - mean) / sigma = eps exactly, without cancellation.
   log_qz = -0.5 * tf.reduce_sum(tf.square(eps_d) + logvar_d + _LOG_2PI, axis=-1)
   return log_px_z + log_pz - log_qz
 
 
-def iwae_bound(model, x, eps, config: ml_collections.ConfigDict, chunk_size: int,
+def iwae_bound(model, x, eps, likelihood: objective.Likelihood, chunk_size: int,
                dtype=tf.float64):
   """L_K(x) per example, decoding chunk_size samples of each example at a time.
 
@@ -77,7 +76,7 @@ def iwae_bound(model, x, eps, config: ml_collections.ConfigDict, chunk_size: int
     model: a models.VAE.
     x: images [B, S, S, C].
     eps: the noise of all K samples, [B, K, L] (see example_noise), K static.
-    config: the run's config.
+    likelihood: p(x|z).
     chunk_size: samples per example decoded together (B * chunk_size decodes at a time).
     dtype: float64, or float32 on devices without float64 (TPU).
 
@@ -96,7 +95,7 @@ def iwae_bound(model, x, eps, config: ml_collections.ConfigDict, chunk_size: int
   running_max = tf.fill([batch], tf.constant(-math.inf, dtype))
   running_sum = tf.zeros([batch], dtype)
   for c in tf.range(num_chunks):
-    lw = log_weights(model, x, mean, logvar, chunks[:, c], config, dtype)
+    lw = log_weights(model, x, mean, logvar, chunks[:, c], likelihood, dtype)
     valid = c * chunk + tf.range(chunk) < num_samples
     lw = tf.where(valid[None, :], lw, tf.constant(-math.inf, dtype))
     new_max = tf.maximum(running_max, tf.reduce_max(lw, axis=1))
@@ -108,14 +107,14 @@ def iwae_bound(model, x, eps, config: ml_collections.ConfigDict, chunk_size: int
   return running_max + tf.math.log(running_sum) - math.log(num_samples)
 
 
-def auto_chunk_size(config: ml_collections.ConfigDict, per_replica_batch: int,
+def auto_chunk_size(image_size: int, widest_channels: int, per_replica_batch: int,
                     num_samples: int, budget_bytes: int = 512 * 2**20) -> int:
   """Samples per chunk so that one chunk's largest decoder activation fits in budget_bytes.
 
-  The largest activation is estimated as image_size^2 x the widest decoder layer, in float32,
-  per decoded latent; a chunk decodes per_replica_batch x chunk latents.
+  The largest activation is estimated as image_size^2 x the widest decoder layer
+  (widest_channels, the image's channels included), in float32, per decoded latent; a chunk
+  decodes per_replica_batch x chunk latents.
   """
-  widest = max(list(config.decoder.filters) + [config.channels])
-  per_decode = config.image_size**2 * widest * 4
+  per_decode = image_size**2 * widest_channels * 4
   decodes = max(1, budget_bytes // per_decode)
   return int(max(1, min(num_samples, decodes // max(1, per_replica_batch))))

@@ -23,6 +23,7 @@ from vae_dist import checkpointing
 from vae_dist.config import checks
 from vae_dist.config import defaults
 from vae_dist.model import networks
+from vae_dist.train import state as train_state
 from vae_dist import run_files
 from vae_dist.errors import ConfigError
 from vae_dist.errors import DamagedCheckpointError
@@ -134,10 +135,9 @@ def build_model(config: ml_collections.ConfigDict,
   """A VAE with the run's architecture, created under `strategy` (default: the current one)."""
   # The tools compute in float32 whatever the run trained with: the weights are float32 under
   # every mixed-precision policy, and evaluation and export want full precision.
-  tf.keras.mixed_precision.set_global_policy("float32")
   strategy = strategy or tf.distribute.get_strategy()
-  with strategy.scope():
-    return networks.VAE(config)
+  return train_state.create_train_state(config, strategy, with_optimizer=False,
+                                        mixed_precision="none").model
 
 
 def restore_weights(model: networks.VAE, workdir: str, step: int) -> str:

@@ -22,10 +22,12 @@ from vae_dist.train import distribution
 from vae_dist import fileio
 from vae_dist.data import input_pipeline
 from vae_dist.config import memory_estimate
-from vae_dist.model import networks
 from vae_dist.train import preemption
 from vae_dist import run_files
 from vae_dist import run_summaries
+from vae_dist.train import evaluator as train_evaluator
+from vae_dist.train import optimizers
+from vae_dist.train import state as train_state
 from vae_dist.train import steps
 from vae_dist.train import workdir_lock
 from vae_dist.errors import CheckpointError
@@ -46,11 +48,6 @@ def total_train_steps(config: ml_collections.ConfigDict, builder) -> int:
     return config.num_train_steps
   examples = builder.info.splits[config.train_split].num_examples
   return config.num_epochs * (examples // config.batch_size)
-
-
-def _set_precision(config):
-  policy = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-  tf.keras.mixed_precision.set_global_policy(policy[config.mixed_precision])
 
 
 def _check_tensorflow_version():
@@ -124,7 +121,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   chief = distribution.is_chief(strategy)
   for line in distribution.describe(config, strategy):
     logging.info(line)
-  _set_precision(config)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
 
@@ -166,23 +162,13 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   """The run itself, once the config, devices, data and workdir are known to be usable."""
   total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
 
-  # Python, NumPy, TensorFlow and Keras seeds, set right before the weights are drawn: preparing
-  # a data set draws from them too (and creates random ops, which moves TensorFlow's op-seed
-  # counter), so seeding earlier gave a run that prepared its data other initial weights than
-  # the same command once the data was there. Everything random after this is stateless and
-  # seeded explicitly (noise, shuffle, binarising).
-  tf.keras.utils.set_random_seed(config.seed)
-  with strategy.scope():
-    model = networks.VAE(config)
-    optimizer = steps.create_optimizer(config, total_steps)
-    # Built here, inside the scope and before any traced step, so its slots are mirrored.
-    optimizer.build(model.trainable_variables)
-    step = steps.create_step_counter()
-  trainer = steps.Trainer(
-      config=config, strategy=strategy, model=model, optimizer=optimizer, step=step)
+  state = train_state.create_train_state(config, strategy, total_steps=total_steps)
+  model, optimizer, step = state.model, state.optimizer, state.step
+  trainer = steps.Trainer(config=config, strategy=strategy, state=state)
+  evaluator = train_evaluator.Evaluator(strategy=strategy, model=model,
+                                        likelihood=trainer.likelihood)
   logging.info("XLA: %s.", trainer.xla)
-  # The step is the whole random state: latent noise, shuffling and binarisation derive from it.
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+  checkpoint = state.checkpoint()
   manager = checkpointing.CheckpointManager(
       directory=os.path.join(workdir, "checkpoints"),
       max_to_keep=config.max_to_keep,
@@ -263,13 +249,13 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
       if current % config.log_every_steps == 0 or done:
         train_metrics, kl_dims = trainer.read_train_metrics()
         train_metrics.update(timer.metrics())
-        train_metrics["train/learning_rate"] = steps.current_learning_rate(optimizer)
+        train_metrics["train/learning_rate"] = optimizers.current_learning_rate(optimizer)
         if isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer):
           train_metrics["train/loss_scale"] = float(optimizer.dynamic_scale.numpy())
         summaries.train(current, train_metrics, kl_dims, timer.eta())
       if current % config.eval_every_steps == 0 or done:
         t0 = time.perf_counter()
-        eval_metrics, kl_dims = trainer.evaluate(eval_data, eval_steps)
+        eval_metrics, kl_dims = evaluator.evaluate(eval_data, eval_steps)
         summaries.eval(current, eval_metrics, kl_dims, time.perf_counter() - t0)
         last_eval_step = current
       stop = _stop_agreed(watch, strategy)
@@ -285,7 +271,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
                         preemption.RESTARTABLE_EXIT_CODE)
         break
     if last_eval_step != current:  # A run resumed at its last step: report where it is.
-      eval_metrics, _ = trainer.evaluate(eval_data, eval_steps)
+      eval_metrics, _ = evaluator.evaluate(eval_data, eval_steps)
   except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
     if num_pipelines == 1:
       raise

@@ -1,8 +1,9 @@
-"""The train and eval steps, and the host loops that run many of them inside one tf.function.
+"""The train step, and the host loop that runs many of them inside one tf.function.
 
 Everything here works the same under every tf.distribute strategy: a per-replica function run with
 `strategy.run`, metric sums kept in ON_READ/SUM variables (each replica adds to its own copy; reading
 in cross-replica context sums them), so the host loop never adds a device-to-host sync per step.
+Evaluation is evaluator.py's.
 """
 from typing import NamedTuple
 
@@ -10,82 +11,12 @@ import ml_collections
 import tensorflow as tf
 
 from vae_dist.model import objective
+from vae_dist.train import replica_vars
+from vae_dist.train import state as train_state
 
 keras = tf.keras
 
 TRAIN_SUMS = ("loss", "recon", "kl", "elbo", "examples", "grad_norm", "steps", "skipped")
-
-
-class _ReducedGradients:
-  """Mixin for Keras optimizers that are handed gradients already summed over replicas, and that
-  cost no cross-replica traffic besides those gradients.
-
-  Keras 3's TensorFlow optimizer all-reduces the gradients inside `apply` whenever it runs in a
-  replica context. The train step has reduced them once already (the norm, the clipping and the
-  finiteness check need the global-batch gradient), so a second sum would double the traffic
-  over NCCL / ICI / the data-centre network. Keras offers no public switch for this (Keras 2 had
-  `experimental_aggregate_gradients=False`); this override of its one reduction hook, and the
-  swap of the iteration counter's backing variable below, are private Keras API, named in
-  BUILD_NOTES.md's traps; tests/test_replicas.py counts the all-reduces and broadcasts of a traced
-  step, so a Keras upgrade that bypasses either fails there.
-  """
-
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    # Keras counts its updates in a mirrored variable that every replica increments, which
-    # MirroredStrategy turns into a broadcast from the first device at every step. A replica-local
-    # variable holds the same number (every replica applies every update) at no traffic. It goes
-    # inside the same Keras variable, so tracking and checkpoints see no difference.
-    counter = self._iterations
-    counter._value = tf.Variable(  # pylint: disable=protected-access
-        tf.zeros([], counter.dtype), trainable=False, name="iteration",
-        synchronization=tf.VariableSynchronization.ON_READ,
-        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-
-  def _all_reduce_sum_gradients(self, grads_and_vars):
-    return list(grads_and_vars)
-
-
-class _PRE_REDUCED:  # pylint: disable=invalid-name
-  """The optimizers create_optimizer offers, taking gradients already summed over replicas."""
-
-  class Adam(_ReducedGradients, keras.optimizers.Adam):
-    pass
-
-  class AdamW(_ReducedGradients, keras.optimizers.AdamW):
-    pass
-
-  class SGD(_ReducedGradients, keras.optimizers.SGD):
-    pass
-
-
-def create_optimizer(config: ml_collections.ConfigDict, total_steps: int, *,
-                     sums_over_replicas: bool = False):
-  """The Keras optimizer with the config's schedule (and loss scaling for float16).
-
-  By default it applies the gradients it is given as they are: the Trainer passes gradients
-  already summed over replicas (see _ReducedGradients). sums_over_replicas=True gives Keras' own
-  classes, which sum per-replica gradients inside `apply` (the benchmark's tutorial loop).
-  """
-  lr = config.learning_rate
-  if config.lr_schedule == "cosine":
-    lr = keras.optimizers.schedules.CosineDecay(
-        0.0 if config.warmup_steps else lr,
-        decay_steps=max(1, total_steps - config.warmup_steps),
-        warmup_target=lr if config.warmup_steps else None,
-        warmup_steps=config.warmup_steps)
-  elif config.warmup_steps:
-    lr = _LinearWarmup(lr, config.warmup_steps)
-  optimizers = keras.optimizers if sums_over_replicas else _PRE_REDUCED
-  if config.optimizer == "adam":
-    opt = optimizers.Adam(lr)
-  elif config.optimizer == "adamw":
-    opt = optimizers.AdamW(lr, weight_decay=config.weight_decay)
-  else:
-    opt = optimizers.SGD(lr, momentum=0.9)
-  if config.mixed_precision == "float16":
-    opt = keras.optimizers.LossScaleOptimizer(opt)
-  return opt
 
 
 def use_xla(jit_compile: str, strategy: tf.distribute.Strategy) -> bool:
@@ -106,77 +37,6 @@ def use_xla(jit_compile: str, strategy: tf.distribute.Strategy) -> bool:
   except RuntimeError:  # The default strategy: TensorFlow's own placement.
     devices = [d.name for d in tf.config.list_logical_devices("GPU")[:1]]
   return any("GPU" in d.upper() for d in devices)
-
-
-class _LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
-
-  def __init__(self, lr, warmup_steps):
-    self.lr = lr
-    self.warmup_steps = warmup_steps
-
-  def __call__(self, step):
-    frac = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / self.warmup_steps)
-    return self.lr * frac
-
-  def get_config(self):
-    return {"lr": self.lr, "warmup_steps": self.warmup_steps}
-
-
-def current_learning_rate(optimizer):
-  inner = getattr(optimizer, "inner_optimizer", optimizer)
-  lr = inner.learning_rate
-  return float(lr.numpy() if hasattr(lr, "numpy") else lr)
-
-
-class MetricSums:
-  """Named float32 sums, one copy per replica, summed over replicas when read."""
-
-  def __init__(self, shapes: dict):
-    self._vars = {
-        name: tf.Variable(
-            tf.zeros(shape, tf.float32),
-            trainable=False,
-            synchronization=tf.VariableSynchronization.ON_READ,
-            aggregation=tf.VariableAggregation.SUM,
-            name=f"sum_{name}") for name, shape in shapes.items()
-    }
-
-  def add(self, values: dict):
-    """Called in replica context."""
-    for name, value in values.items():
-      self._vars[name].assign_add(tf.cast(value, tf.float32))
-
-  def read(self) -> dict:
-    """Called in cross-replica context: returns numpy sums over all replicas (and hosts)."""
-    return {name: v.read_value().numpy() for name, v in self._vars.items()}
-
-  def reset(self):
-    for name, v in self._vars.items():
-      v.assign(tf.zeros_like(v.read_value()))
-
-
-def _replica_local_int(value: int, name: str) -> tf.Variable:
-  """An int64 scalar that each replica updates on its own copy; reads give the first replica's.
-
-  Used for values every replica computes alike (the step, counters of non-finite steps): each
-  replica writes its own copy, so keeping them costs no cross-replica traffic, and the copies
-  stay equal because every replica runs every step on the same all-reduced numbers. Checkpoints
-  save the first copy and restore it into all of them.
-  """
-  return tf.Variable(
-      tf.constant(value, tf.int64), trainable=False,
-      synchronization=tf.VariableSynchronization.ON_READ,
-      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name=name)
-
-
-def create_step_counter() -> tf.Variable:
-  """The train step counter; create it in strategy.scope().
-
-  Advanced by each replica inside the replica step, as Orbit does, instead of being written
-  from the host loop: a mirrored counter written there is broadcast from the first device at
-  every step. It is the whole random state of a run (noise, shuffling, binarisation).
-  """
-  return _replica_local_int(0, "step")
 
 
 def noise_for_replica(seed: int, step, global_batch: int, latent_dim: int, replica_id,
@@ -212,11 +72,12 @@ def _all_reduce_packed(ctx, tensors):
   return [tf.reshape(part, t.shape) for part, t in zip(tf.split(flat, sizes), tensors)]
 
 
-def kl_weight(config: ml_collections.ConfigDict, step):
-  if config.kl_warmup_steps <= 0:
-    return tf.constant(config.beta, tf.float32)
-  frac = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / config.kl_warmup_steps)
-  return config.beta * frac
+def kl_weight(beta: float, warmup_steps: int, step):
+  """The KL term's weight at `step`: beta, reached linearly over warmup_steps (0: from step 0)."""
+  if warmup_steps <= 0:
+    return tf.constant(beta, tf.float32)
+  frac = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / warmup_steps)
+  return beta * frac
 
 
 class LoopStatus(NamedTuple):
@@ -229,38 +90,36 @@ class LoopStatus(NamedTuple):
 
 
 class Trainer:
-  """Builds the train loop and eval loop for one model, optimizer and strategy.
+  """Builds the train loop for one train state and strategy.
 
   Args (keyword-only):
     config: the run's config.
-    strategy: the tf.distribute strategy everything was created under.
-    model: a models.VAE created in strategy.scope().
-    optimizer: created by create_optimizer in strategy.scope() and built on the model's variables.
-    step: the step counter from create_step_counter() (created in strategy.scope()); None
-      creates one.
+    strategy: the tf.distribute strategy the state was created under.
+    state: from state.create_train_state (model, optimizer built in the scope, step counter).
   """
 
-  def __init__(self, *, config, strategy, model, optimizer, step=None):
+  def __init__(self, *, config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
+               state: "train_state.TrainState"):
     self.config = config
     self.strategy = strategy
-    self.model = model
-    self.optimizer = optimizer
+    self.model = state.model
+    self.optimizer = optimizer = state.optimizer
+    self.step = state.step
+    self.likelihood = objective.Likelihood.from_config(config)
     self.global_batch = config.batch_size
     latent = config.latent_dim
     with strategy.scope():
-      self.step = step if step is not None else create_step_counter()
-      self.train_sums = MetricSums({name: [] for name in TRAIN_SUMS} | {"kl_per_dim": [latent]})
-      self.eval_sums = MetricSums({
-          "recon": [], "kl": [], "elbo": [], "examples": [], "kl_per_dim": [latent]})
+      self.train_sums = replica_vars.MetricSums(
+          {name: [] for name in TRAIN_SUMS} | {"kl_per_dim": [latent]})
       # The first step whose loss or gradients were not finite (-1: none so far).
-      self.first_nonfinite_step = _replica_local_int(-1, "first_nonfinite_step")
+      self.first_nonfinite_step = replica_vars.replica_local_int(-1, "first_nonfinite_step")
       # config.skip_nonfinite_steps: the current run of non-finite steps, the steps skipped so
       # far, and the step that ended a run of skip_limit of them (-1: none yet).
-      self.nonfinite_streak = _replica_local_int(0, "nonfinite_streak")
-      self.skipped_steps = _replica_local_int(0, "skipped_steps")
-      self.skip_stop_step = _replica_local_int(-1, "skip_stop_step")
+      self.nonfinite_streak = replica_vars.replica_local_int(0, "nonfinite_streak")
+      self.skipped_steps = replica_vars.replica_local_int(0, "skipped_steps")
+      self.skip_stop_step = replica_vars.replica_local_int(-1, "skip_stop_step")
     if self.step.synchronization != tf.VariableSynchronization.ON_READ:
-      raise ValueError("Trainer needs the step counter of steps.create_step_counter().")
+      raise ValueError("Trainer needs the step counter of state.create_train_state.")
     self._loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     # float16's LossScaleOptimizer skips overflow steps itself (and halves its scale).
     self.skip_limit = 0 if self._loss_scaled else config.skip_nonfinite_steps
@@ -283,14 +142,13 @@ class Trainer:
       update = tf.function(update, jit_compile=True)
     self._update_fn = update
     self.train_loop = tf.function(self._train_loop)
-    self.eval_loop = tf.function(self._eval_loop)
 
   # ---- training -------------------------------------------------------------------------------
 
   def _loss_and_grads(self, images, eps, beta):
     model = self.model
     with tf.GradientTape() as tape:
-      terms = objective.elbo_terms(model, images, eps, training=True, config=self.config)
+      terms = objective.elbo_terms(model, images, eps, training=True, likelihood=self.likelihood)
       per_example = terms["recon"] + beta * terms["kl"]
       # Sum over this replica's examples divided by the GLOBAL batch: after the cross-replica
       # sum the gradient is the mean over the global batch, whatever the replica count.
@@ -319,7 +177,8 @@ class Trainer:
     step = self.step.read_value()  # This replica's own copy: no cross-replica read.
     eps = noise_for_replica(self.config.seed, step, self.global_batch, self.config.latent_dim,
                             ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync)
-    self._update_fn(images, eps, kl_weight(self.config, step), step)
+    self._update_fn(images, eps,
+                    kl_weight(self.config.beta, self.config.kl_warmup_steps, step), step)
     self.step.assign_add(1)
 
   def _update(self, images, eps, beta, step):
@@ -412,41 +271,6 @@ class Trainer:
     """Runs num_steps train steps and waits for them; what the host loop needs to go on."""
     return LoopStatus(*(int(v) for v in self.train_loop(iterator, tf.constant(num_steps,
                                                                             tf.int32)).numpy()))
-
-  # ---- evaluation -----------------------------------------------------------------------------
-
-  def _replica_eval(self, batch):
-    terms = objective.elbo_terms(
-        self.model, batch["image"], batch["eps"], training=False, config=self.config)
-    mask = batch["mask"]
-    self.eval_sums.add({
-        "recon": tf.reduce_sum(terms["recon"] * mask),
-        "kl": tf.reduce_sum(terms["kl"] * mask),
-        "elbo": tf.reduce_sum(terms["elbo"] * mask),
-        "examples": tf.reduce_sum(mask),
-        "kl_per_dim": tf.reduce_sum(terms["kl_per_dim"] * mask[:, None], axis=0),
-    })
-
-  def _eval_loop(self, iterator, num_steps):
-    for _ in tf.range(num_steps):
-      self.strategy.run(self._replica_eval, args=(next(iterator),))
-
-  def evaluate(self, dist_dataset, num_steps: int) -> dict:
-    """Exact ELBO over the eval split: every example once, padding masked out."""
-    self.eval_sums.reset()
-    self.eval_loop(iter(dist_dataset), tf.constant(num_steps, tf.int32))
-    s = self.eval_sums.read()
-    n = max(float(s["examples"]), 1.0)
-    kl_dims = s["kl_per_dim"] / n
-    metrics = {
-        "eval/elbo": float(s["elbo"]) / n,
-        "eval/recon": float(s["recon"]) / n,
-        "eval/kl": float(s["kl"]) / n,
-        "eval/bits_per_dim": float(objective.bits_per_dim(float(s["elbo"]) / n, self.config)),
-        "eval/examples": float(s["examples"]),
-        "eval/active_units": float((kl_dims > 0.01).sum()),
-    }
-    return metrics, kl_dims
 
   def read_train_metrics(self) -> dict:
     s = self.train_sums.read()
