@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import time
 
 from absl import logging
 import ml_collections
@@ -26,7 +25,7 @@ from vae_dist.train import preemption
 from vae_dist import run_files
 from vae_dist import run_summaries
 from vae_dist.train import evaluator as train_evaluator
-from vae_dist.train import optimizers
+from vae_dist.train import actions
 from vae_dist.train import state as train_state
 from vae_dist.train import steps
 from vae_dist.train import workdir_lock
@@ -72,14 +71,6 @@ def _has_step_dirs(workdir: str) -> bool:
   except tf.errors.OpError:
     return False
   return any(name.rstrip("/").split(".")[0].isdigit() for name in names)
-
-
-def _stop_agreed(watch: preemption.PreemptionWatch, strategy) -> bool:
-  """True when any worker was told to stop; every worker gets the same answer."""
-  if distribution.num_input_pipelines(strategy) == 1:
-    return watch.requested
-  # One scalar all-reduce per host loop, so that all workers stop at the same step.
-  return distribution.sum_over_workers(strategy, float(watch.requested)) > 0
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -161,11 +152,9 @@ def _lock_workdir(workdir, strategy, chief):
 def _train(config, workdir, strategy, chief, builder, history) -> dict:
   """The run itself, once the config, devices, data and workdir are known to be usable."""
   total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
-
   state = train_state.create_train_state(config, strategy, total_steps=total_steps)
-  model, optimizer, step = state.model, state.optimizer, state.step
   trainer = steps.Trainer(config=config, strategy=strategy, state=state)
-  evaluator = train_evaluator.Evaluator(strategy=strategy, model=model,
+  evaluator = train_evaluator.Evaluator(strategy=strategy, model=state.model,
                                         likelihood=trainer.likelihood)
   logging.info("XLA: %s.", trainer.xla)
   checkpoint = state.checkpoint()
@@ -175,18 +164,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
       keep_every_steps=config.keep_every_steps,
       keep_best=config.keep_best,
       is_chief=chief)
-  config_path = os.path.join(workdir, "config.json")
-  try:
-    _restore(config, manager, checkpoint, model)
-  except CheckpointError as e:
-    raise CheckpointError(f"{e}{_changed_fields(config_path, config)}") from None
-  start_step = int(step.numpy())
-  # Written once the checkpoint is known to fit, so that a refused restart leaves the config of
-  # the run that wrote the checkpoints in place.
-  if chief:
-    if history is not None:
-      compatibility.record(workdir, history, start_step)
-    fileio.write_text_atomic(config_path, config.to_json_best_effort(indent=2, sort_keys=True))
+  start_step = _resume(config, workdir, manager, checkpoint, state, chief, history)
 
   num_pipelines = distribution.num_input_pipelines(strategy)
   train_iter = iter(
@@ -197,81 +175,45 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   eval_data = strategy.distribute_datasets_from_function(
       input_pipeline.eval_dataset_fn(builder, config, eval_steps))
   summaries = run_summaries.RunSummaries(
-      config=config, workdir=workdir, chief=chief, strategy=strategy, model=model,
+      config=config, workdir=workdir, chief=chief, strategy=strategy, model=state.model,
       builder=builder, num_replicas=strategy.num_replicas_in_sync, total_steps=total_steps)
   # Traced once here; the loop's calls with the same signature reuse this graph.
   first_loop = tf.constant(min(config.steps_per_loop, max(1, total_steps - start_step)), tf.int32)
   summaries.start(start_step,
                   trainer.train_loop.get_concrete_function(train_iter, first_loop).graph)
 
-  metadata_base = {
-      "num_replicas": strategy.num_replicas_in_sync,
-      "tensorflow_version": tf.__version__,
-      "vae_dist_version": vae_dist.__version__,
-      "config_hash": config_hash(config),
-  }
+  throughput = run_summaries.Throughput(config.batch_size, start_step, total_steps)
   watch = preemption.PreemptionWatch(address=preemption.metadata_address())
+  evaluate = actions.Evaluate(evaluator=evaluator, data=eval_data, num_steps=eval_steps,
+                              summaries=summaries, every=config.eval_every_steps)
+  periodic = [
+      actions.CheckFinite(trainer),
+      actions.ReportTrain(trainer=trainer, summaries=summaries, throughput=throughput,
+                          every=config.log_every_steps),
+      evaluate,
+      actions.AgreeToStop(watch, strategy),
+      actions.Save(manager=manager, checkpoint=checkpoint, evaluate=evaluate,
+                   every=config.checkpoint_every_steps,
+                   metadata={
+                       "num_replicas": strategy.num_replicas_in_sync,
+                       "tensorflow_version": tf.__version__,
+                       "vae_dist_version": vae_dist.__version__,
+                       "config_hash": config_hash(config),
+                   }),
+      actions.FlushSummaries(summaries),
+  ]
   watch.start()
   logging.info("Training from step %d to %d (%d steps per host loop).", start_step, total_steps,
                config.steps_per_loop)
-  eval_metrics = {}
-  last_eval_step = -1
   current = start_step
-  timer = run_summaries.Throughput(config.batch_size, start_step, total_steps)
-  profile_dir = os.path.join(workdir, "tensorboard", "train")
   try:
-    while current < total_steps:
-      summaries.profile(current, profile_dir)
-      n = min(config.steps_per_loop, total_steps - current)
-      timer.start()
-      status = trainer.run_loop(train_iter, n)  # The only host sync of a loop.
-      current = status.step
-      timer.stop(current, n)
-      # Non-finite steps: with config.skip_nonfinite_steps they are skipped and reported, and
-      # the run stops only at that many in a row; with 0, at the first one.
-      skipped = trainer.new_skipped_steps(status)
-      if skipped:
-        logging.warning("Skipped %d non-finite steps up to step %d.", skipped, current)
-      bad = status.nonfinite_stop
-      if bad >= 0 and trainer.skip_limit:
-        raise TrainingError(
-            f"the loss or its gradients were NaN or Inf at {trainer.skip_limit} consecutive "
-            f"steps, the last at step {bad}; all {trainer.skip_limit} were skipped "
-            f"(config.skip_nonfinite_steps={trainer.skip_limit}) and training did not recover "
-            "(the weights may no longer be finite); stopping. Checkpoints already committed are "
-            "unchanged; lower config.learning_rate or set config.grad_clip_norm and start again.")
-      if bad >= 0:
-        raise TrainingError(
-            f"the loss or its gradients became NaN or Inf at step {bad}; stopping. Checkpoints "
-            "already committed are unchanged; lower config.learning_rate or set "
-            "config.grad_clip_norm and start again.")
-      done = current >= total_steps
-      if current % config.log_every_steps == 0 or done:
-        train_metrics, kl_dims = trainer.read_train_metrics()
-        train_metrics.update(timer.metrics())
-        train_metrics["train/learning_rate"] = optimizers.current_learning_rate(optimizer)
-        if isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer):
-          train_metrics["train/loss_scale"] = float(optimizer.dynamic_scale.numpy())
-        summaries.train(current, train_metrics, kl_dims, timer.eta())
-      if current % config.eval_every_steps == 0 or done:
-        t0 = time.perf_counter()
-        eval_metrics, kl_dims = evaluator.evaluate(eval_data, eval_steps)
-        summaries.eval(current, eval_metrics, kl_dims, time.perf_counter() - t0)
-        last_eval_step = current
-      stop = _stop_agreed(watch, strategy)
-      if current % config.checkpoint_every_steps == 0 or done or stop:
-        metadata = dict(metadata_base)
-        if last_eval_step == current:
-          metadata["metrics"] = eval_metrics
-        manager.save(current, checkpoint, metadata)
-      summaries.flush(current)
-      if stop:
-        logging.warning("Stopped at step %d after %s; start again to resume (exit status %d).",
-                        current, watch.reason or "another worker's preemption notice",
-                        preemption.RESTARTABLE_EXIT_CODE)
-        break
-    if last_eval_step != current:  # A run resumed at its last step: report where it is.
-      eval_metrics, _ = evaluator.evaluate(eval_data, eval_steps)
+    current = _run_host_loops(
+        trainer, train_iter, start_step, total_steps, config.steps_per_loop, periodic,
+        profile=lambda step: summaries.profile(step, os.path.join(workdir, "tensorboard",
+                                                                  "train")),
+        throughput=throughput)
+    if evaluate.step != current:  # A run resumed at its last step: report where it is.
+      evaluate.run(current)
   except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
     if num_pipelines == 1:
       raise
@@ -286,12 +228,54 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
       manager.wait_until_finished()  # Raises if the last save failed (a full disk, ...).
     finally:
       watch.stop()
-      summaries.close(timer.train_seconds)
+      summaries.close(throughput.train_seconds)
   if chief:
-    _report(workdir, eval_metrics, current, total_steps)
+    _report(workdir, evaluate.metrics, current, total_steps)
   if current < total_steps:
     raise RunPreempted(current)
-  return eval_metrics
+  return evaluate.metrics
+
+
+def _run_host_loops(trainer, train_iter, start_step, total_steps, steps_per_loop, periodic, *,
+                    profile, throughput) -> int:
+  """Host loops of steps_per_loop train steps until the end or a stop; returns the last step.
+
+  After each host loop every action of `periodic` sees the same Boundary, in list order.
+  """
+  current = start_step
+  while current < total_steps:
+    profile(current)
+    n = min(steps_per_loop, total_steps - current)
+    throughput.start()
+    status = trainer.run_loop(train_iter, n)  # The only host sync of a loop.
+    current = status.step
+    throughput.stop(current, n)
+    boundary = actions.Boundary(step=current, status=status, done=current >= total_steps)
+    for action in periodic:
+      action(boundary)
+    if boundary.stop:
+      break
+  return current
+
+
+def _resume(config, workdir, manager, checkpoint, state, chief, history) -> int:
+  """Restores the run's latest intact step (or config.restore_from) and records the config.
+
+  Returns the step training starts from.
+  """
+  config_path = os.path.join(workdir, "config.json")
+  try:
+    _restore(config, manager, checkpoint, state.model)
+  except CheckpointError as e:
+    raise CheckpointError(f"{e}{_changed_fields(config_path, config)}") from None
+  start_step = int(state.step.numpy())
+  # Written once the checkpoint is known to fit, so that a refused restart leaves the config of
+  # the run that wrote the checkpoints in place.
+  if chief:
+    if history is not None:
+      compatibility.record(workdir, history, start_step)
+    fileio.write_text_atomic(config_path, config.to_json_best_effort(indent=2, sort_keys=True))
+  return start_step
 
 
 def _changed_fields(config_path, config) -> str:
