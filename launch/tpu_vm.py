@@ -34,9 +34,7 @@ Example:
       --spot --max_restarts=3 --delete_on_exit \
       --config=configs/mnist.py --workdir=gs://my-bucket/runs/mnist --config.batch_size=1024
 """
-import base64
 import dataclasses
-import json
 import os
 import re
 import shlex
@@ -45,17 +43,22 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
 from absl import logging
 
-try:
-  from launch import cli_args  # Imported as a package (tests, python -m launch.NAME).
-except ImportError:
-  import cli_args  # Run as a script: launch/ itself is sys.path[0].
+try:  # Imported as a package (tests, python -m launch.NAME).
+  from launch import cli_args
+  from launch import remote_commands
+  from launch import tpu_table
+except ImportError:  # Run as a script: launch/ itself is sys.path[0].
+  import cli_args
+  import remote_commands
+  import tpu_table
+
+LaunchError = tpu_table.LaunchError
 
 STEPS = ("create", "setup", "train", "logs", "status", "stop", "delete", "run")
 
@@ -154,354 +157,8 @@ _DRY_RUN = _flag(flags.DEFINE_bool, "dry_run", False,
                  "Print the commands that would run, one per line; run nothing.")
 
 
-class LaunchError(Exception):
-  """A problem with the launcher's arguments or the TPU; the message says what to do."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Command line: pass-through training flags.
-
-
-# ---------------------------------------------------------------------------------------------
-# Accelerator types.
-
-
-@dataclasses.dataclass(frozen=True)
-class Accelerator:
-  generation: str  # v2, v3, v4, v5p, v5litepod, v6e
-  size: int  # The number after the dash (TensorCores or chips depending on the generation).
-  num_hosts: int
-
-  @property
-  def multi_host(self) -> bool:
-    return self.num_hosts > 1
-
-
-# Generations whose type counts TensorCores, with 8 per host (4 chips x 2 cores, or 4 x 2 on v2/v3).
-_CORES_PER_HOST = {"v2": 8, "v3": 8, "v4": 8, "v5p": 8}
-# Generations whose type counts chips: up to 8 chips fit one host, larger slices have 4 per host.
-_CHIPS_SINGLE_HOST_MAX = {"v5litepod": 8, "v6e": 8}
-_CHIPS_PER_HOST_IN_POD = 4
-
-# Which software each kind of slice runs: BUILD_NOTES.md "TPU VMs: the table" is this table in
-# prose, with its sources. One host: the generation's base image (no TensorFlow of its own) and
-# tensorflow-tpu + libtpu from the `tpu` extra; the program runs there with --tpu=local and sets
-# the PJRT variables itself (vae_dist/tpu_env.py). A pod slice: TensorFlow's single-client model,
-# a TensorFlow pod image whose TPU runtime (a gRPC worker container on every host) is switched to
-# --tpu_runtime_image, the worker build of the client's TensorFlow, as Google's TF-on-TPU CI does;
-# the client runs on worker 0 with TPU_NAME=<name> and TPU_LOAD_LIBRARY=0 and no PJRT variables.
-_BASE_IMAGE = {
-    "v2": "tpu-ubuntu2204-base",
-    "v3": "tpu-ubuntu2204-base",
-    "v4": "tpu-ubuntu2204-base",
-    "v5p": "v2-alpha-tpuv5",
-    "v5litepod": "v2-alpha-tpuv5-lite",
-    "v6e": "v2-alpha-tpuv6e",
-}
-# The newest TensorFlow pod images found in Google's docs and issues (2.18.0), split by family.
-_POD_IMAGE = {
-    "v2": "tpu-vm-tf-2.18.0-pod-pjrt-v5p-and-below",
-    "v3": "tpu-vm-tf-2.18.0-pod-pjrt-v5p-and-below",
-    "v4": "tpu-vm-tf-2.18.0-pod-pjrt-v5p-and-below",
-    "v5p": "tpu-vm-tf-2.18.0-pod-pjrt-v5p-and-below",
-    "v5litepod": "tpu-vm-tf-2.18.0-pod-pjrt-v5e-and-v6",
-    "v6e": "tpu-vm-tf-2.18.0-pod-pjrt-v5e-and-v6",
-}
-# The systemd unit of the TPU runtime on TensorFlow pod images, and its image line.
-TPU_RUNTIME_UNIT = "/etc/systemd/system/tpu-runtime.service"
-
-
-def default_runtime_version(accelerator: "Accelerator", single_client_pod: bool) -> str:
-  table = _POD_IMAGE if single_client_pod else _BASE_IMAGE
-  return table.get(accelerator.generation, "")
-
-
-def runtime_switch_command(image: str) -> str:
-  """Shell command pointing a host's TPU runtime at `image` and restarting it."""
-  sed = f"s|TF_DOCKER_URL=.*|TF_DOCKER_URL={image}\"|"
-  steps = [["sudo", "sed", "-i", sed, TPU_RUNTIME_UNIT], ["sudo", "systemctl", "daemon-reload"],
-           ["sudo", "systemctl", "restart", "tpu-runtime"]]
-  return " && ".join(shlex.join(step) for step in steps)
-
-
-def parse_accelerator(accelerator_type: str, num_hosts: int = 0) -> Accelerator:
-  """Host count of a TPU type such as v4-8 (1 host), v4-32 (4) or v5litepod-16 (4).
-
-  Args:
-    accelerator_type: the gcloud --accelerator-type value.
-    num_hosts: > 0 overrides the derived count (for types this table does not know).
-
-  Raises:
-    LaunchError: the type is malformed, or unknown and num_hosts is not given.
-  """
-  m = re.fullmatch(r"([a-z0-9]+?)-(\d+)", accelerator_type or "")
-  if not m:
-    raise LaunchError(f"--accelerator_type={accelerator_type!r} is not of the form "
-                      "<generation>-<size>, e.g. v4-8 or v5litepod-16.")
-  generation, size = m.group(1), int(m.group(2))
-  if num_hosts > 0:
-    return Accelerator(generation, size, num_hosts)
-  if generation in _CORES_PER_HOST:
-    hosts = max(1, size // _CORES_PER_HOST[generation])
-  elif generation in _CHIPS_SINGLE_HOST_MAX:
-    hosts = 1 if size <= _CHIPS_SINGLE_HOST_MAX[generation] else size // _CHIPS_PER_HOST_IN_POD
-  else:
-    raise LaunchError(f"Unknown TPU generation in --accelerator_type={accelerator_type}; pass "
-                      "--num_hosts (and --runtime_version) explicitly.")
-  return Accelerator(generation, size, hosts)
-
-
-# ---------------------------------------------------------------------------------------------
-# Remote commands. Everything that runs on a worker is built here, as one string for
-# `gcloud compute tpus tpu-vm ssh --command=STRING`, which the worker's login shell parses.
-
-# Runs on the workers (Python >= 3.8, standard library only). Modes:
-#   start  PAYLOAD: fork a supervisor in a new session (so it survives the SSH session) that runs
-#          payload["argv"] with payload["env"] in payload["cwd"], appends its output to
-#          <run_dir>/train.log and writes the exit status to <run_dir>/train.exit.
-#   status PAYLOAD: print RUNNING <pid> | EXITED <code> | LOST | NOT_STARTED.
-#   stop   PAYLOAD: SIGTERM the training process group, SIGKILL after payload["grace"] seconds.
-# The argv travels as base64 JSON on the command line, so no shell ever splits or expands it.
-_REMOTE_HELPER = r'''
-import base64, json, os, signal, socket, subprocess, sys, time
-
-
-def paths(p):
-  d = os.path.abspath(os.path.expanduser(p["run_dir"]))
-  return (d, os.path.join(d, "train.pid"), os.path.join(d, "train.exit"),
-          os.path.join(d, "train.log"))
-
-
-def proc_identity(pid):
-  # (state, start time) from /proc: a zombie is not running, and a pid file left over from before
-  # a reboot may name an unrelated process that merely reuses the pid.
-  try:
-    with open("/proc/%d/stat" % pid) as f:
-      fields = f.read().rsplit(")", 1)[1].split()
-    return fields[0], fields[19]
-  except (OSError, IndexError):
-    return None
-
-
-def alive_pid(pid_file):
-  try:
-    with open(pid_file) as f:
-      words = f.read().split()
-    pid = int(words[0])
-    os.kill(pid, 0)
-  except (OSError, ValueError, IndexError):
-    return 0
-  identity = proc_identity(pid)
-  if identity is not None:
-    state, started = identity
-    if state == "Z" or (len(words) > 1 and words[1] != started):
-      return 0
-  return pid
-
-
-def write_atomically(path, text):
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-
-
-def supervise(p, exit_file):
-  # stdout and stderr are already the log file; the child inherits them.
-  env = dict(os.environ)
-  env.update(p["env"])
-  def note(msg):
-    os.write(1, ("[vae_dist %s] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), msg)).encode())
-  note("starting in %s: %s" % (p["cwd"], json.dumps(p["argv"])))
-  try:
-    child = subprocess.Popen(p["argv"], cwd=p["cwd"], env=env, stdin=subprocess.DEVNULL)
-  except OSError as e:
-    note("could not start: %s" % e)
-    rc = 127
-  else:
-    def forward(signum, frame):
-      child.send_signal(signum)
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    rc = child.wait()
-    if rc < 0:
-      rc = 128 - rc
-  note("exited with status %d" % rc)
-  write_atomically(exit_file, "%d\n" % rc)
-
-
-def start(p):
-  run_dir, pid_file, exit_file, log_file = paths(p)
-  os.makedirs(run_dir, exist_ok=True)
-  pid = alive_pid(pid_file)
-  if pid:
-    sys.stderr.write("vae_dist: training already runs on %s (pid %d); stop it first\n"
-                     % (socket.gethostname(), pid))
-    return 3
-  for f in (pid_file, exit_file):
-    if os.path.exists(f):
-      os.remove(f)
-  p["cwd"] = os.path.abspath(os.path.expanduser(p["cwd"]))
-  sys.stdout.flush()
-  sys.stderr.flush()
-  pid = os.fork()
-  if pid == 0:
-    try:
-      os.setsid()
-      devnull = os.open(os.devnull, os.O_RDONLY)
-      log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-      os.dup2(devnull, 0)
-      os.dup2(log, 1)
-      os.dup2(log, 2)
-      supervise(p, exit_file)
-    finally:
-      os._exit(0)
-  identity = proc_identity(pid)
-  write_atomically(pid_file, "%d %s\n" % (pid, identity[1] if identity else ""))
-  print("vae_dist: training started on %s, pid %d, log %s" % (socket.gethostname(), pid, log_file))
-  return 0
-
-
-def status(p):
-  _, pid_file, exit_file, _ = paths(p)
-  if os.path.exists(exit_file):
-    with open(exit_file) as f:
-      print("EXITED %d" % int(f.read().strip()))
-  elif alive_pid(pid_file):
-    print("RUNNING %d" % alive_pid(pid_file))
-  elif os.path.exists(pid_file):
-    print("LOST")
-  else:
-    print("NOT_STARTED")
-  return 0
-
-
-def stop(p):
-  _, pid_file, _, _ = paths(p)
-  pid = alive_pid(pid_file)
-  if not pid:
-    print("vae_dist: no training process running on %s" % socket.gethostname())
-    return 0
-  os.killpg(pid, signal.SIGTERM)
-  deadline = time.time() + p.get("grace", 30)
-  while time.time() < deadline and alive_pid(pid_file):
-    time.sleep(0.5)
-  if alive_pid(pid_file):
-    os.killpg(pid, signal.SIGKILL)
-  print("vae_dist: stopped pid %d on %s" % (pid, socket.gethostname()))
-  return 0
-
-
-sys.exit({"start": start, "status": status, "stop": stop}[sys.argv[1]](
-    json.loads(base64.b64decode(sys.argv[2]).decode("utf-8"))))
-'''
-
-# The helper itself also travels base64-encoded: the command stays one line with nothing for a
-# shell to interpret but this fixed bootstrap.
-_BOOTSTRAP = ('import base64, zlib; exec(zlib.decompress(base64.b64decode("%s")))' %
-              base64.b64encode(zlib.compress(_REMOTE_HELPER.encode("utf-8"), 9)).decode("ascii"))
-
-
-def _encode(payload: dict) -> str:
-  return base64.b64encode(json.dumps(payload).encode("utf-8")).decode("ascii")
-
-
-def decode_payload(remote_command: str) -> dict:
-  """The payload of a command from `remote_start_command` (for dry-run display and tests)."""
-  return json.loads(base64.b64decode(shlex.split(remote_command)[-1]).decode("utf-8"))
-
-
-def remote_start_command(argv: Sequence[str],
-                         env: Optional[Dict[str, str]] = None,
-                         cwd: str = "vae_dist",
-                         run_dir: str = "vae_dist_run",
-                         python: str = "python3") -> str:
-  """Shell command that starts `argv` detached on a worker, with its output in a log file.
-
-  The string is meant for a POSIX shell (what `gcloud ... ssh --command=` hands it to). Every
-  argument of `argv` and every `env` value arrives byte for byte: they are carried as base64 JSON,
-  and only `python` and the fixed bootstrap are shell-quoted words.
-
-  Args:
-    argv: the training command, program included.
-    env: extra environment variables for it.
-    cwd: its working directory; relative paths are relative to the shell's (SSH: home) directory.
-    run_dir: directory for train.log, train.pid and train.exit (relative like cwd).
-    python: Python interpreter that runs the small supervisor.
-
-  Returns:
-    The command string. It prints one line and returns at once; it fails with status 3 when a
-    training process started by an earlier call is still running.
-  """
-  payload = {"argv": list(argv), "env": dict(env or {}), "cwd": cwd, "run_dir": run_dir}
-  return shlex.join([python, "-c", _BOOTSTRAP, "start", _encode(payload)])
-
-
-def remote_status_command(run_dir: str = "vae_dist_run", python: str = "python3") -> str:
-  """Shell command printing RUNNING <pid> | EXITED <code> | LOST | NOT_STARTED."""
-  return shlex.join([python, "-c", _BOOTSTRAP, "status", _encode({"run_dir": run_dir})])
-
-
-def remote_stop_command(run_dir: str = "vae_dist_run",
-                        python: str = "python3",
-                        grace_seconds: float = 30) -> str:
-  """Shell command stopping the training process group (SIGTERM, then SIGKILL)."""
-  payload = {"run_dir": run_dir, "grace": grace_seconds}
-  return shlex.join([python, "-c", _BOOTSTRAP, "stop", _encode(payload)])
-
-
-def remote_logs_command(run_dir: str = "vae_dist_run") -> str:
-  # -F keeps following across restarts of training, which append to the same file.
-  return shlex.join(["tail", "-n", "+1", "-F", f"{run_dir}/train.log"])
-
-
-def parse_status(output: str) -> Tuple[str, Optional[int]]:
-  """Parses the output of `remote_status_command`.
-
-  Only the last matching line counts: ssh may print banners or warnings before it.
-
-  Returns:
-    ('RUNNING', pid), ('EXITED', code), ('LOST', None), ('NOT_STARTED', None), or
-    ('UNKNOWN', None) when no line matches.
-  """
-  result = ("UNKNOWN", None)
-  for line in output.splitlines():
-    m = re.fullmatch(r"\s*(RUNNING|EXITED|LOST|NOT_STARTED)(?:\s+(-?\d+))?\s*", line)
-    if m:
-      result = (m.group(1), int(m.group(2)) if m.group(2) is not None else None)
-  return result
-
-
-def remote_setup_command(*,
-                         remote_dir: str,
-                         python: str,
-                         pip_extra: str,
-                         find_links: str,
-                         tarball: str = "",
-                         git_url: str = "",
-                         git_ref: str = "") -> str:
-  """One-line shell command that (re)creates remote_dir from the tarball or git and installs it."""
-  steps = [["rm", "-rf", remote_dir]]
-  if git_url:
-    steps.append(["git", "clone", "--quiet", git_url, remote_dir])
-    if git_ref:
-      steps.append(["git", "-C", remote_dir, "checkout", "--quiet", git_ref])
-  else:
-    steps.append(["mkdir", "-p", remote_dir])
-    steps.append(["tar", "-xzf", tarball, "-C", remote_dir])
-  steps.append(["cd", remote_dir])
-  if "tpu" in pip_extra.split(","):
-    # One TensorFlow build per host: a TensorFlow image's own `tensorflow` next to tensorflow-tpu
-    # would share its import path (pip says nothing when neither is installed, as on base images).
-    steps.append([python, "-m", "pip", "uninstall", "--quiet", "--yes", "tensorflow",
-                  "tensorflow-cpu", "tf-nightly"])
-  # VAE_DIST_TF_PROVIDED=1: setup.py must not add the `tensorflow` distribution next to
-  # tensorflow-tpu (from the extra) or next to the image's own TensorFlow.
-  pip = ["env", "VAE_DIST_TF_PROVIDED=1", python, "-m", "pip", "install", "--quiet", "-e",
-         f".[{pip_extra}]" if pip_extra else "."]
-  if find_links:
-    pip += ["-f", find_links]
-  steps.append(pip)
-  return " && ".join(shlex.join(s) for s in steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,7 +175,7 @@ class Plan:
   name: str
   zone: str
   project: str
-  accelerator: Accelerator
+  accelerator: tpu_table.Accelerator
   accelerator_type: str
   runtime_version: str
   spot: bool
@@ -589,14 +246,15 @@ class Plan:
             f"{self.name}:{_REMOTE_TARBALL}", *self._where(), "--worker=all", "--quiet"]
 
   def setup_commands(self) -> List[List[str]]:
-    remote = remote_setup_command(remote_dir=self.remote_dir, python=self.remote_python,
+    remote = remote_commands.remote_setup_command(remote_dir=self.remote_dir, python=self.remote_python,
                                   pip_extra=self.pip_extra, find_links=self.pip_find_links,
                                   tarball=_REMOTE_TARBALL, git_url=self.git_url,
                                   git_ref=self.git_ref)
     commands = [] if self.git_url else [self.tarball_command(), self.scp_command()]
     commands.append(self.ssh_command("all", remote))
     if self.tpu_runtime_image:
-      commands.append(self.ssh_command("all", runtime_switch_command(self.tpu_runtime_image)))
+      switch = tpu_table.runtime_switch_command(self.tpu_runtime_image)
+      commands.append(self.ssh_command("all", switch))
     return commands
 
   @property
@@ -604,19 +262,19 @@ class Plan:
     return "all" if self.train_on_all_workers else "0"
 
   def train_command(self) -> List[str]:
-    remote = remote_start_command(self.train_argv, self.train_env, cwd=self.remote_dir,
+    remote = remote_commands.remote_start_command(self.train_argv, self.train_env, cwd=self.remote_dir,
                                   run_dir=self.run_dir, python=self.remote_python)
     return self.ssh_command(self.train_worker, remote)
 
   def status_command(self) -> List[str]:
-    return self.ssh_command("0", remote_status_command(self.run_dir, self.remote_python))
+    return self.ssh_command("0", remote_commands.remote_status_command(self.run_dir, self.remote_python))
 
   def stop_command(self) -> List[str]:
-    return self.ssh_command(self.train_worker, remote_stop_command(self.run_dir,
+    return self.ssh_command(self.train_worker, remote_commands.remote_stop_command(self.run_dir,
                                                                     self.remote_python))
 
   def logs_command(self, worker: Optional[str] = None) -> List[str]:
-    return self.ssh_command(worker or self.logs_worker, remote_logs_command(self.run_dir))
+    return self.ssh_command(worker or self.logs_worker, remote_commands.remote_logs_command(self.run_dir))
 
 
 def _has_flag(args: Sequence[str], name: str) -> bool:
@@ -667,7 +325,7 @@ def make_plan(steps: Sequence[str], passthrough: Sequence[str]) -> Plan:
   if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", _NAME.value):
     raise LaunchError(f"--name={_NAME.value!r}: use lowercase letters, digits and dashes.")
 
-  accelerator = parse_accelerator(_ACCELERATOR_TYPE.value, _NUM_HOSTS.value)
+  accelerator = tpu_table.parse_accelerator(_ACCELERATOR_TYPE.value, _NUM_HOSTS.value)
   if _TRAIN_WORKERS.value == "all":
     on_all_workers = True
   elif _TRAIN_WORKERS.value == "0":
@@ -679,7 +337,7 @@ def make_plan(steps: Sequence[str], passthrough: Sequence[str]) -> Plan:
   runtime_version = _RUNTIME_VERSION.value
   creates = any(s in ("create", "run") for s in steps)
   if not runtime_version:
-    runtime_version = default_runtime_version(accelerator, single_client_pod)
+    runtime_version = tpu_table.default_runtime_version(accelerator, single_client_pod)
     if creates and not runtime_version:
       raise LaunchError("Pass --runtime_version for this accelerator type.")
 
@@ -910,7 +568,7 @@ class Steps:
         raise LaunchError(f"`describe` of TPU {self.plan.name} failed 10 times in a row.")
       if state == "READY":
         rc, out, _ = self.runner.output(self.plan.status_command(), dry_answer="EXITED 0")
-        kind, value = parse_status(out) if rc == 0 else ("UNKNOWN", None)
+        kind, value = remote_commands.parse_status(out) if rc == 0 else ("UNKNOWN", None)
         if kind == "EXITED" and value == RESTARTABLE_EXIT_CODE:
           return self._after_preemption_notice()
         if kind == "EXITED":

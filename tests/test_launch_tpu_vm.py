@@ -19,6 +19,8 @@ sys.path.insert(0, REPO)
 
 from launch import cli_args  # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import tpu_vm  # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch import remote_commands  # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch import tpu_table  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 LAUNCHER = os.path.join(REPO, "launch", "tpu_vm.py")
 
@@ -71,7 +73,7 @@ COMMON = ["--name=vae-test", "--zone=us-central2-b", "--config=configs/mnist.py"
     ("v5p-8", 1), ("v5p-16", 2), ("v5litepod-1", 1), ("v5litepod-4", 1), ("v5litepod-8", 1),
     ("v5litepod-16", 4), ("v5litepod-256", 64), ("v6e-8", 1), ("v6e-16", 4)])
 def test_host_count_from_accelerator_type(accelerator, hosts):
-  info = tpu_vm.parse_accelerator(accelerator)
+  info = tpu_table.parse_accelerator(accelerator)
   assert info.num_hosts == hosts
   assert info.multi_host == (hosts > 1)
 
@@ -79,9 +81,9 @@ def test_host_count_from_accelerator_type(accelerator, hosts):
 @pytest.mark.parametrize("accelerator", ["v4", "v4-", "tpu-v4-8", "v9x-8", ""])
 def test_bad_or_unknown_accelerator_type(accelerator):
   with pytest.raises(tpu_vm.LaunchError):
-    tpu_vm.parse_accelerator(accelerator)
+    tpu_table.parse_accelerator(accelerator)
   if accelerator == "v9x-8":
-    assert tpu_vm.parse_accelerator(accelerator, num_hosts=2).num_hosts == 2
+    assert tpu_table.parse_accelerator(accelerator, num_hosts=2).num_hosts == 2
 
 
 def test_split_passthrough_keeps_training_flags_verbatim_and_in_order():
@@ -127,7 +129,7 @@ def test_dry_run_single_host_v4_8(tmp_path):
   assert "--worker=all" in train
   remote = remote_argv(flag_value(train, "--command"))
   assert remote[:2] == ["python3", "-c"] and remote[3] == "start"
-  payload = tpu_vm.decode_payload(flag_value(train, "--command"))
+  payload = remote_commands.decode_payload(flag_value(train, "--command"))
   assert payload["argv"] == [
       "python3", "-m", "vae_dist.main", "--config=configs/mnist.py",
       "--workdir=/tmp/vae_runs/mnist", "--tpu=local", "--config.strategy=tpu",
@@ -151,7 +153,7 @@ def test_dry_run_pod_v4_32():
   assert "--worker=all" in setup and "--worker=all" in switch  # Every host.
   # TensorFlow drives a pod slice from one client on worker 0, through the TPU runtime.
   assert "--worker=0" in train
-  payload = tpu_vm.decode_payload(flag_value(train, "--command"))
+  payload = remote_commands.decode_payload(flag_value(train, "--command"))
   assert "--tpu=vae-test" in payload["argv"]
   assert payload["env"] == {"TPU_NAME": "vae-test", "TPU_LOAD_LIBRARY": "0"}
 
@@ -160,7 +162,7 @@ def test_dry_run_pod_v4_32():
                  "--train_workers=all")
   _, train = gcloud_cmds(cmds, "tpu-vm", "ssh")
   assert "--worker=all" in train
-  payload = tpu_vm.decode_payload(flag_value(train, "--command"))
+  payload = remote_commands.decode_payload(flag_value(train, "--command"))
   assert "--tpu=local" in payload["argv"] and payload["env"] == {}
   assert remote_argv(flag_value(train, "--command"))[3] == "start"
 
@@ -228,8 +230,8 @@ def run_remote(command, cwd, shell="bash"):
 def wait_for_exit(run_dir, home, timeout=15.0):
   deadline = time.time() + timeout
   while time.time() < deadline:
-    status = run_remote(tpu_vm.remote_status_command(run_dir, sys.executable), home)
-    kind, code = tpu_vm.parse_status(status.stdout)
+    status = run_remote(remote_commands.remote_status_command(run_dir, sys.executable), home)
+    kind, code = remote_commands.parse_status(status.stdout)
     if kind == "EXITED":
       return code
     time.sleep(0.1)
@@ -269,28 +271,28 @@ def test_hostile_override_reaches_training_argv_unchanged(tmp_path, hostile, she
 def test_remote_start_is_detached_and_refuses_a_second_run(tmp_path):
   """The start command returns at once; the program outlives it; status and stop work."""
   argv = [sys.executable, "-c", "import time, sys; print('up', flush=True); time.sleep(60)"]
-  start = tpu_vm.remote_start_command(argv, cwd=".", run_dir="rd", python=sys.executable)
+  start = remote_commands.remote_start_command(argv, cwd=".", run_dir="rd", python=sys.executable)
   began = time.time()
   result = run_remote(start, cwd=tmp_path)
   assert result.returncode == 0, result.stderr
   assert time.time() - began < 10
-  status = run_remote(tpu_vm.remote_status_command("rd", sys.executable), tmp_path)
-  kind, pid = tpu_vm.parse_status(status.stdout)
+  status = run_remote(remote_commands.remote_status_command("rd", sys.executable), tmp_path)
+  kind, pid = remote_commands.parse_status(status.stdout)
   assert kind == "RUNNING"
   # A second start while the first still runs must not launch a competing trainer.
   again = run_remote(start, cwd=tmp_path)
   assert again.returncode == 3 and "already runs" in again.stderr
-  stop = run_remote(tpu_vm.remote_stop_command("rd", sys.executable, grace_seconds=5), tmp_path)
+  stop = run_remote(remote_commands.remote_stop_command("rd", sys.executable, grace_seconds=5), tmp_path)
   assert stop.returncode == 0, stop.stderr
   assert wait_for_exit("rd", tmp_path) == 128 + 15  # SIGTERM
   del pid
 
 
 def test_parse_status_ignores_noise():
-  assert tpu_vm.parse_status("Warning: x\nRUNNING 12\n") == ("RUNNING", 12)
-  assert tpu_vm.parse_status("EXITED 3") == ("EXITED", 3)
-  assert tpu_vm.parse_status("LOST\n") == ("LOST", None)
-  assert tpu_vm.parse_status("ssh: connect refused") == ("UNKNOWN", None)
+  assert remote_commands.parse_status("Warning: x\nRUNNING 12\n") == ("RUNNING", 12)
+  assert remote_commands.parse_status("EXITED 3") == ("EXITED", 3)
+  assert remote_commands.parse_status("LOST\n") == ("LOST", None)
+  assert remote_commands.parse_status("ssh: connect refused") == ("UNKNOWN", None)
 
 
 # --- `run` against a fake gcloud: preemption, recreation, resume, delete on exit. ---
@@ -480,7 +482,7 @@ def test_dry_run_follows_the_tpu_table(accelerator, image, one_host):
   # tensorflow-tpu from the `tpu` extra, alone: other TensorFlow builds removed first.
   assert "pip uninstall --quiet --yes tensorflow tensorflow-cpu tf-nightly" in install
   assert "VAE_DIST_TF_PROVIDED=1" in install and ".[tpu]" in install
-  payload = tpu_vm.decode_payload(flag_value(train, "--command"))
+  payload = remote_commands.decode_payload(flag_value(train, "--command"))
   if one_host:
     # The program on the only worker, the local TPU; it sets the PJRT variables itself.
     assert len(ssh) == 2 and ("--worker=all" in train or "--worker=0" in train)
@@ -490,7 +492,7 @@ def test_dry_run_follows_the_tpu_table(accelerator, image, one_host):
     # worker 0 by name, without loading libtpu.
     switch = flag_value(ssh[1], "--command")
     assert "--worker=all" in ssh[1]
-    assert f"TF_DOCKER_URL={RUNTIME_IMAGE}" in switch and tpu_vm.TPU_RUNTIME_UNIT in switch
+    assert f"TF_DOCKER_URL={RUNTIME_IMAGE}" in switch and tpu_table.TPU_RUNTIME_UNIT in switch
     assert "systemctl restart tpu-runtime" in switch
     assert "--worker=0" in train and "--tpu=vae-test" in payload["argv"]
     assert payload["env"] == {"TPU_NAME": "vae-test", "TPU_LOAD_LIBRARY": "0"}
