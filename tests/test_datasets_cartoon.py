@@ -8,9 +8,9 @@ import tensorflow_datasets as tfds
 import datagen
 from vae_dist.config import defaults
 from vae_dist.data import sources
-from vae_dist import errors
 from vae_dist.data.sources import cartoon_set
 from vae_dist.data.sources import sharding
+from vae_dist import errors
 
 
 def make_config(tmp_path, dataset_config="10k", skip=False):

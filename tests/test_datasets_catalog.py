@@ -6,10 +6,10 @@ import pytest
 import datagen
 from vae_dist.config import defaults
 from vae_dist.data import sources
-from vae_dist import errors
 from vae_dist.data.sources import catalog
 from vae_dist.data.sources import common
 from vae_dist.data.sources import sharding
+from vae_dist import errors
 
 
 def make_config(tmp_path, dataset, dataset_config=""):

@@ -10,8 +10,8 @@ import tensorflow_datasets as tfds
 import datagen
 from vae_dist.config import defaults
 from vae_dist.data import sources
-from vae_dist import errors
 from vae_dist.data.sources import images
+from vae_dist import errors
 
 
 def make_config(tmp_path, folder, skip=False):

@@ -10,10 +10,10 @@ from tensorflow_datasets.image_classification import mnist as tfds_mnist
 import datagen
 from vae_dist.config import defaults
 from vae_dist.data import sources
-from vae_dist import errors
 from vae_dist.data.sources import catalog
 from vae_dist.data.sources import idx
 from vae_dist.data.sources import mnist_local
+from vae_dist import errors
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ import tensorflow_datasets as tfds
 
 import datagen
 from conftest import load_config, mirrored
-from vae_dist.data import sources
 from vae_dist.data import input_pipeline
+from vae_dist.data import sources
 from vae_dist.model import objective
 from vae_dist.train import evaluator
 from vae_dist.train import state as train_state

@@ -18,8 +18,8 @@ import datagen
 from conftest import build_trainer, load_config, mirrored
 from vae_dist import checkpointing
 from vae_dist.config import checks
-from vae_dist.train import state as train_state
 from vae_dist.errors import ConfigError
+from vae_dist.train import state as train_state
 
 @pytest.mark.parametrize("value", [-1, True])  # ConfigDict refuses floats and strings.
 def test_bad_skip_value_names_the_field(value):

@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 import cli
-from vae_dist.train import workdir_lock
 from vae_dist.errors import WorkdirError
+from vae_dist.train import workdir_lock
 
 BASE = ["--config.dataset=fashion_mnist", "--config.eval_num_examples=-1",
         "--config.num_image_examples=0", "--config.num_scatter_examples=0"]

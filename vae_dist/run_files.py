@@ -1,4 +1,4 @@
-"""The files a training run manages in its workdir, and the places no tool may write to.
+"""The map of a training run's workdir (RunDir), and the places no tool may write to.
 
 A workdir is owned by its training run: checkpoints, TensorBoard events, config, metrics and lock
 are written by the run alone. The tools (generate, evaluate, export) write their own outputs next
@@ -7,27 +7,86 @@ over or into a run: an output path that is a workdir or lies inside a run's mana
 refused before anything is written. Replacing a directory (export --overwrite) is allowed only
 for the tool's own earlier output, so no `--out` can delete or damage a run.
 """
+import dataclasses
 import os
 from typing import Optional
 
 import tensorflow as tf
 
-from vae_dist import fileio
 from vae_dist.errors import WorkdirError
+from vae_dist import fileio
 
-# name -> (kind, what it is), for the messages.
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+CONFIG = "config.json"
+CONFIG_HISTORY = "config_history.jsonl"
+METRICS = "metrics.jsonl"
+FINAL_METRICS = "final_metrics.json"
+LOCK = "lock"
+GENERATED = "generated"
+
+# The names training writes and owns: name -> (kind, what it is), for the messages.
 MANAGED = {
-    "checkpoints": ("dir", "the run's checkpoints"),
-    "tensorboard": ("dir", "the run's TensorBoard events"),
-    "config.json": ("file", "the run's config"),
-    "config_history.jsonl": ("file", "the history of the run's config"),
-    "metrics.jsonl": ("file", "the run's metrics"),
-    "final_metrics.json": ("file", "the run's final evaluation"),
-    "lock": ("file", "the run's lock"),
+    CHECKPOINTS: ("dir", "the run's checkpoints"),
+    TENSORBOARD: ("dir", "the run's TensorBoard events"),
+    CONFIG: ("file", "the run's config"),
+    CONFIG_HISTORY: ("file", "the history of the run's config"),
+    METRICS: ("file", "the run's metrics"),
+    FINAL_METRICS: ("file", "the run's final evaluation"),
+    LOCK: ("file", "the run's lock"),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+  """Every path of one run's workdir (local or gs://); the one place that spells them.
+
+  Attributes:
+    root: the workdir, as the user gave it.
+  """
+  root: str
+
+  def _path(self, *names: str) -> str:
+    return os.path.join(self.root, *names)
+
+  @property
+  def checkpoints(self) -> str:
+    return self._path(CHECKPOINTS)
+
+  @property
+  def tensorboard(self) -> str:
+    return self._path(TENSORBOARD)
+
+  def tensorboard_run(self, name: str) -> str:
+    """The event directory of one TensorBoard run ('train', 'eval', ...)."""
+    return self._path(TENSORBOARD, name)
+
+  @property
+  def config(self) -> str:
+    return self._path(CONFIG)
+
+  @property
+  def config_history(self) -> str:
+    return self._path(CONFIG_HISTORY)
+
+  @property
+  def metrics(self) -> str:
+    return self._path(METRICS)
+
+  @property
+  def final_metrics(self) -> str:
+    return self._path(FINAL_METRICS)
+
+  @property
+  def lock(self) -> str:
+    return self._path(LOCK)
+
+  def generated(self, name: str) -> str:
+    """Where `generate` writes its picture `name` by default (not a managed file)."""
+    return self._path(GENERATED, name)
 # Enough to call a directory a training run's workdir (an export holds a config.json too, so
 # config.json alone counts only without an export's vae_export.json).
-_RUN_MARKERS = ("checkpoints", "metrics.jsonl", "lock", "tensorboard")
+_RUN_MARKERS = (CHECKPOINTS, METRICS, LOCK, TENSORBOARD)
 _EXPORT_MARKER = "vae_export.json"
 
 
@@ -46,7 +105,7 @@ def is_workdir(path: str) -> bool:
       return False
     if any(tf.io.gfile.exists(os.path.join(path, name)) for name in _RUN_MARKERS):
       return True
-    return (tf.io.gfile.exists(os.path.join(path, "config.json")) and
+    return (tf.io.gfile.exists(os.path.join(path, CONFIG)) and
             not tf.io.gfile.exists(os.path.join(path, _EXPORT_MARKER)))
   except tf.errors.OpError:
     return False

@@ -8,11 +8,11 @@
 Callers use the names below.
 """
 from vae_dist.checkpointing.layout import COMMIT_MARKER_FILENAME
+from vae_dist.checkpointing.layout import is_atomic_rename_filesystem
 from vae_dist.checkpointing.layout import METADATA_FILENAME
+from vae_dist.checkpointing.layout import state_prefix
 from vae_dist.checkpointing.layout import STATE_SUBDIR
 from vae_dist.checkpointing.layout import TMP_SUFFIX
-from vae_dist.checkpointing.layout import is_atomic_rename_filesystem
-from vae_dist.checkpointing.layout import state_prefix
 from vae_dist.checkpointing.manager import CheckpointManager
 from vae_dist.checkpointing.restore_check import restore_checkpoint
 from vae_dist.errors import CheckpointError

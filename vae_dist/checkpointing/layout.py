@@ -12,9 +12,9 @@ import re
 from absl import logging
 import tensorflow as tf
 
-from vae_dist import fileio
 from vae_dist.errors import ConfigError
 from vae_dist.errors import WorkdirError
+from vae_dist import fileio
 
 STATE_SUBDIR = "state"
 STATE_PREFIX_NAME = "ckpt"

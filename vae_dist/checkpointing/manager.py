@@ -47,7 +47,6 @@ from typing import Any, Mapping, Optional
 from absl import logging
 import tensorflow as tf
 
-from vae_dist import fileio
 from vae_dist.checkpointing import layout
 from vae_dist.checkpointing import restore_check
 from vae_dist.checkpointing import snapshot
@@ -55,6 +54,7 @@ from vae_dist.errors import CheckpointError
 from vae_dist.errors import ConfigError
 from vae_dist.errors import first_line
 from vae_dist.errors import WorkdirError
+from vae_dist import fileio
 
 # Where non-chief workers write their throw-away copy: process memory, never a shared disk.
 _SCRATCH_ROOT = "ram://vae_dist_checkpoint_scratch"

@@ -12,9 +12,9 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from vae_dist.checkpointing import snapshot
-from vae_dist.errors import first_line
 from vae_dist.errors import CheckpointError
 from vae_dist.errors import DamagedCheckpointError
+from vae_dist.errors import first_line
 
 # The attribute name under which TF saves a variable's value (trackable.VARIABLE_VALUE_KEY).
 _VARIABLE_VALUE_KEY = "VARIABLE_VALUE"

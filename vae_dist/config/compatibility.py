@@ -19,11 +19,12 @@ import ml_collections
 import tensorflow as tf
 
 from vae_dist.config import defaults
-from vae_dist import fileio
 from vae_dist.errors import WorkdirError
+from vae_dist import fileio
+from vae_dist import run_files
 
-CONFIG_FILENAME = "config.json"
-HISTORY_FILENAME = "config_history.jsonl"
+CONFIG_FILENAME = run_files.CONFIG
+HISTORY_FILENAME = run_files.CONFIG_HISTORY
 ACCEPT_FLAG = "--accept_config_changes"
 
 # Fields that change neither the data, the model, the objective nor the optimisation a step

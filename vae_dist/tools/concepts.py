@@ -26,8 +26,8 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from vae_dist import fileio
 from vae_dist.errors import VaeDistError
+from vae_dist import fileio
 
 VECTORS_SUBDIR = "concept_vectors"
 LABEL = "label"

@@ -22,15 +22,15 @@ import tensorflow as tf
 from vae_dist import checkpointing
 from vae_dist.config import checks
 from vae_dist.config import defaults
-from vae_dist.model import networks
-from vae_dist.train import state as train_state
-from vae_dist import run_files
 from vae_dist.errors import ConfigError
 from vae_dist.errors import DamagedCheckpointError
 from vae_dist.errors import WorkdirError
+from vae_dist.model import networks
+from vae_dist import run_files
+from vae_dist.train import state as train_state
 
-CONFIG_FILENAME = "config.json"
-CHECKPOINTS_SUBDIR = "checkpoints"
+CONFIG_FILENAME = run_files.CONFIG
+CHECKPOINTS_SUBDIR = run_files.CHECKPOINTS
 
 
 class RunNotFoundError(WorkdirError):

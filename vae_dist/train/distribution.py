@@ -11,8 +11,8 @@ import ml_collections
 import tensorflow as tf
 
 from vae_dist.errors import ConfigError
-from vae_dist.errors import WorkdirError
 from vae_dist.errors import first_line
+from vae_dist.errors import WorkdirError
 
 
 def configure_host_devices(config: ml_collections.ConfigDict) -> None:

@@ -14,21 +14,11 @@ import tensorflow as tf
 
 import vae_dist
 from vae_dist import checkpointing
-from vae_dist.config import compatibility
 from vae_dist.config import checks
-from vae_dist.data import sources
-from vae_dist.train import distribution
-from vae_dist import fileio
-from vae_dist.data import input_pipeline
+from vae_dist.config import compatibility
 from vae_dist.config import memory_estimate
-from vae_dist.train import preemption
-from vae_dist import run_files
-from vae_dist import run_summaries
-from vae_dist.train import evaluator as train_evaluator
-from vae_dist.train import actions
-from vae_dist.train import state as train_state
-from vae_dist.train import steps
-from vae_dist.train import workdir_lock
+from vae_dist.data import input_pipeline
+from vae_dist.data import sources
 from vae_dist.errors import CheckpointError
 from vae_dist.errors import DamagedCheckpointError
 from vae_dist.errors import DataError
@@ -36,6 +26,16 @@ from vae_dist.errors import RunPreempted
 from vae_dist.errors import TrainingError
 from vae_dist.errors import VaeDistError
 from vae_dist.errors import WorkdirError
+from vae_dist import fileio
+from vae_dist import run_files
+from vae_dist import run_summaries
+from vae_dist.train import actions
+from vae_dist.train import distribution
+from vae_dist.train import evaluator as train_evaluator
+from vae_dist.train import preemption
+from vae_dist.train import state as train_state
+from vae_dist.train import steps
+from vae_dist.train import workdir_lock
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
@@ -65,7 +65,7 @@ def _has_step_dirs(workdir: str) -> bool:
   Read before the workdir lock, so it must not open a step's files: on an object store a step
   that another run is committing right now can keep such a read waiting for minutes.
   """
-  root = os.path.join(workdir, "checkpoints")
+  root = run_files.RunDir(workdir).checkpoints
   try:
     names = tf.io.gfile.listdir(root) if tf.io.gfile.isdir(root) else []
   except tf.errors.OpError:
@@ -151,6 +151,7 @@ def _lock_workdir(workdir, strategy, chief):
 
 def _train(config, workdir, strategy, chief, builder, history) -> dict:
   """The run itself, once the config, devices, data and workdir are known to be usable."""
+  run_dir = run_files.RunDir(workdir)
   total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
   state = train_state.create_train_state(config, strategy, total_steps=total_steps)
   trainer = steps.Trainer(config=config, strategy=strategy, state=state)
@@ -159,7 +160,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   logging.info("XLA: %s.", trainer.xla)
   checkpoint = state.checkpoint()
   manager = checkpointing.CheckpointManager(
-      directory=os.path.join(workdir, "checkpoints"),
+      directory=run_dir.checkpoints,
       max_to_keep=config.max_to_keep,
       keep_every_steps=config.keep_every_steps,
       keep_best=config.keep_best,
@@ -209,8 +210,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   try:
     current = _run_host_loops(
         trainer, train_iter, start_step, total_steps, config.steps_per_loop, periodic,
-        profile=lambda step: summaries.profile(step, os.path.join(workdir, "tensorboard",
-                                                                  "train")),
+        profile=lambda step: summaries.profile(step, run_dir.tensorboard_run("train")),
         throughput=throughput)
     if evaluate.step != current:  # A run resumed at its last step: report where it is.
       evaluate.run(current)
@@ -263,7 +263,7 @@ def _resume(config, workdir, manager, checkpoint, state, chief, history) -> int:
 
   Returns the step training starts from.
   """
-  config_path = os.path.join(workdir, "config.json")
+  config_path = run_files.RunDir(workdir).config
   try:
     _restore(config, manager, checkpoint, state.model)
   except CheckpointError as e:
@@ -351,15 +351,16 @@ def _restore(config, manager, checkpoint, model):
 
 
 def _report(workdir, metrics, step, total_steps):
+  run_dir = run_files.RunDir(workdir)
   status = "finished" if step >= total_steps else f"stopped at step {step} of {total_steps}"
   lines = [f"Run {status}. Results in {workdir}"]
   if metrics:
     lines.append(f"  final test ELBO: {metrics['eval/elbo']:.2f} nats per image "
                  f"({metrics['eval/bits_per_dim']:.4f} bits/dim) at step {step}")
-  lines.append(f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')}")
-  lines.append(f"  checkpoints: {os.path.join(workdir, 'checkpoints')}")
-  lines.append(f"  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+  lines.append(f"  metrics:     {run_dir.metrics}")
+  lines.append(f"  checkpoints: {run_dir.checkpoints}")
+  lines.append(f"  tensorboard --logdir {run_dir.tensorboard}")
   print("\n".join(lines), flush=True)
   fileio.write_text_atomic(
-      os.path.join(workdir, "final_metrics.json"),
+      run_dir.final_metrics,
       json.dumps({"step": step, **metrics}, indent=2, sort_keys=True))

@@ -26,11 +26,12 @@ from typing import Optional
 from absl import logging
 import tensorflow as tf
 
-from vae_dist import fileio
-from vae_dist.errors import WorkdirError
 from vae_dist.errors import first_line
+from vae_dist.errors import WorkdirError
+from vae_dist import fileio
+from vae_dist import run_files
 
-LOCK_NAME = "lock"
+LOCK_NAME = run_files.LOCK
 HEARTBEAT_SECONDS = 60.0
 STALE_SECONDS = 300.0
 
