@@ -44,6 +44,7 @@ def is_atomic_rename_filesystem(path: str) -> bool:
 
 
 def join(*parts: str) -> str:
+  """Joins with '/', keeping URLs such as gs://b/x intact."""
   # os.path.join would do on POSIX, but spelling out '/' keeps URLs such as gs:// intact anywhere.
   return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
 
@@ -106,6 +107,7 @@ def is_complete(step_dir: str) -> bool:
 
 
 def set_aside_name(root: str, step: int) -> str:
+  """A free name for a damaged step: <step>.damaged, then .damaged-2, ..."""
   base = join(root, f"{step}{DAMAGED_SUFFIX}")
   candidate, n = base, 1
   while tf.io.gfile.exists(candidate):
@@ -140,6 +142,7 @@ def check_complete(value: str, step_dir: str) -> None:
 
 
 def parent(path: str) -> str:
+  """The directory above `path` ('' for a bare name); URLs keep their scheme."""
   return path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
 
 

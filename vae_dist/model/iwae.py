@@ -17,12 +17,13 @@ import math
 
 import tensorflow as tf
 
+from vae_dist.model import networks
 from vae_dist.model import objective
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def example_noise(seed, index, num_samples: int, latent_dim: int):
+def example_noise(seed, index: tf.Tensor, num_samples: int, latent_dim: int) -> tf.Tensor:
   """N(0, I) noise [B, K, L] float32; example b's is the stateless draw of (seed, index[b])."""
   seed = tf.cast(seed, tf.int64)
 
@@ -33,8 +34,9 @@ def example_noise(seed, index, num_samples: int, latent_dim: int):
   return tf.map_fn(one, tf.cast(index, tf.int64), fn_output_signature=tf.float32)
 
 
-def log_weights(model, x, mean, logvar, eps, likelihood: objective.Likelihood,
-                dtype=tf.float64):
+def log_weights(model: networks.VAE, x: tf.Tensor, mean: tf.Tensor, logvar: tf.Tensor,
+                eps: tf.Tensor, likelihood: objective.Likelihood,
+                dtype: tf.DType = tf.float64) -> tf.Tensor:
   """log w = log p(x|z) + log p(z) - log q(z|x) for z = mean + exp(logvar / 2) * eps.
 
   Args:
@@ -64,8 +66,9 @@ def log_weights(model, x, mean, logvar, eps, likelihood: objective.Likelihood,
   return log_px_z + log_pz - log_qz
 
 
-def iwae_bound(model, x, eps, likelihood: objective.Likelihood, chunk_size: int,
-               dtype=tf.float64):
+def iwae_bound(model: networks.VAE, x: tf.Tensor, eps: tf.Tensor,
+               likelihood: objective.Likelihood, chunk_size: int,
+               dtype: tf.DType = tf.float64) -> tf.Tensor:
   """L_K(x) per example, decoding chunk_size samples of each example at a time.
 
   Every chunk has the same static shape (K is padded up to a multiple of chunk_size and the

@@ -80,6 +80,7 @@ def decoder_initial_size(config: ml_collections.ConfigDict) -> int:
 
 
 def build_encoder(config: ml_collections.ConfigDict) -> keras.Sequential:
+  """Images [B, S, S, C] -> [B, 2 * latent_dim]: the mean and log-variance of q(z|x)."""
   enc = config.encoder
   layers = [keras.Input(shape=(config.image_size, config.image_size, config.channels))]
   for filters, kernel, stride in zip(enc.filters, enc.kernel_sizes, enc.strides):
@@ -90,6 +91,7 @@ def build_encoder(config: ml_collections.ConfigDict) -> keras.Sequential:
 
 
 def build_decoder(config: ml_collections.ConfigDict) -> keras.Sequential:
+  """Latents [B, latent_dim] -> [B, S, S, C] logits (Bernoulli) or pre-sigmoid means."""
   dec = config.decoder
   size = decoder_initial_size(config)
   dense_act = None if dec.dense_activation == "none" else dec.dense_activation

@@ -10,6 +10,8 @@ import math
 import ml_collections
 import tensorflow as tf
 
+from vae_dist.model import networks
+
 
 @dataclasses.dataclass(frozen=True)
 class Likelihood:
@@ -40,7 +42,7 @@ class Likelihood:
     """
     return 0.5 * math.log(self.num_values / (2.0 * self.gaussian_mse_weight))
 
-  def log_prob(self, x, decoder_out):
+  def log_prob(self, x: tf.Tensor, decoder_out: tf.Tensor) -> tf.Tensor:
     """log p(x|z) per example, summed over pixels and channels. x, decoder_out: [B, H, W, C]."""
     if self.kind == "bernoulli":
       ll = -tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=decoder_out)
@@ -65,12 +67,13 @@ class Likelihood:
     return nats / math.log(2.0)
 
 
-def kl_per_dim(mean, logvar):
+def kl_per_dim(mean: tf.Tensor, logvar: tf.Tensor) -> tf.Tensor:
   """KL(N(mean, exp(logvar)) || N(0, 1)) per latent dimension, analytic: [B, L]."""
   return 0.5 * (tf.square(mean) + tf.exp(logvar) - 1.0 - logvar)
 
 
-def elbo_terms(model, x, eps, training: bool, likelihood: Likelihood):
+def elbo_terms(model: networks.VAE, x: tf.Tensor, eps: tf.Tensor, training: bool,
+               likelihood: Likelihood) -> dict[str, tf.Tensor]:
   """Per-example ELBO terms.
 
   Args:

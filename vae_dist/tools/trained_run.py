@@ -42,6 +42,7 @@ class NoCheckpointError(WorkdirError):
 
 
 def checkpoints_dir(workdir: str) -> str:
+  """The run's checkpoint root."""
   return os.path.join(workdir, CHECKPOINTS_SUBDIR)
 
 
@@ -127,6 +128,7 @@ def resolve_step(workdir: str, step: Optional[int] = None) -> int:
 
 
 def state_prefix(workdir: str, step: int) -> str:
+  """The tf.train.Checkpoint prefix of step `step` of the run."""
   return checkpointing.state_prefix(os.path.join(checkpoints_dir(workdir), str(int(step))))
 
 

@@ -11,6 +11,7 @@ import re
 from absl import logging
 import ml_collections
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 import vae_dist
 from vae_dist import checkpointing
@@ -39,10 +40,12 @@ from vae_dist.train import workdir_lock
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
+  """16 hex digits of the config's SHA-256, recorded in every checkpoint's metadata."""
   return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
 
 
-def total_train_steps(config: ml_collections.ConfigDict, builder) -> int:
+def total_train_steps(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> int:
+  """config.num_train_steps, or num_epochs of the train split's full global batches."""
   if config.num_train_steps > 0:
     return config.num_train_steps
   examples = builder.info.splits[config.train_split].num_examples

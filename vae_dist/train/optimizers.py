@@ -54,7 +54,7 @@ class _PRE_REDUCED:  # pylint: disable=invalid-name
 
 
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int, *,
-                     sums_over_replicas: bool = False):
+                     sums_over_replicas: bool = False) -> keras.optimizers.Optimizer:
   """The Keras optimizer with the config's schedule (and loss scaling for float16).
 
   By default it applies the gradients it is given as they are: the Trainer passes gradients
@@ -96,7 +96,8 @@ class _LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
     return {"lr": self.lr, "warmup_steps": self.warmup_steps}
 
 
-def current_learning_rate(optimizer):
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+  """The learning rate the optimizer applies now (its schedule at its iteration count)."""
   inner = getattr(optimizer, "inner_optimizer", optimizer)
   lr = inner.learning_rate
   return float(lr.numpy() if hasattr(lr, "numpy") else lr)

@@ -39,8 +39,8 @@ def use_xla(jit_compile: str, strategy: tf.distribute.Strategy) -> bool:
   return any("GPU" in d.upper() for d in devices)
 
 
-def noise_for_replica(seed: int, step, global_batch: int, latent_dim: int, replica_id,
-                      num_replicas: int):
+def noise_for_replica(seed: int, step: tf.Tensor, global_batch: int, latent_dim: int,
+                      replica_id, num_replicas: int) -> tf.Tensor:
   """This replica's slice of the step's global-batch noise.
 
   All replicas draw the same [global_batch, latent] stateless noise from (seed, step) and take
@@ -72,7 +72,7 @@ def _all_reduce_packed(ctx, tensors):
   return [tf.reshape(part, t.shape) for part, t in zip(tf.split(flat, sizes), tensors)]
 
 
-def kl_weight(beta: float, warmup_steps: int, step):
+def kl_weight(beta: float, warmup_steps: int, step: tf.Tensor) -> tf.Tensor:
   """The KL term's weight at `step`: beta, reached linearly over warmup_steps (0: from step 0)."""
   if warmup_steps <= 0:
     return tf.constant(beta, tf.float32)
