@@ -75,13 +75,13 @@ def test_parts_of_files_read_from_the_cache_in_tfds_order(prepared, tmp_path):
     config.batch_size = 33
     ctx = tf.distribute.InputContext(num_input_pipelines=33, input_pipeline_id=pid,
                                      num_replicas_in_sync=33)
-    raw = input_pipeline._read_train_shard(  # pylint: disable=protected-access
+    raw, _ = input_pipeline._read_train_shard(  # pylint: disable=protected-access
         builder, config, input_pipeline._train_file_instructions(builder, config, ctx), "none")  # pylint: disable=protected-access
     config.cache, config.cache_dir = "disk", str(tmp_path / "c")
-    disk = input_pipeline._read_train_shard(  # pylint: disable=protected-access
+    disk, decode = input_pipeline._read_train_shard(  # pylint: disable=protected-access
         builder, config, input_pipeline._train_file_instructions(builder, config, ctx), "disk")  # pylint: disable=protected-access
     a = np.stack([x.numpy() for x in raw])
-    b = np.stack([x.numpy() for x in disk])
+    b = decode(tf.stack(list(disk))).numpy()
     assert a.shape[0] >= 1
     np.testing.assert_array_equal(a, b)
 
@@ -219,11 +219,46 @@ def test_two_processes_build_the_same_cache_at_once_and_agree(prepared, tmp_path
   assert not [f for f in os.listdir(folder) if ".tmp-" in f]
 
 
+def test_uint8_batches_scaled_in_the_step_equal_the_float_batches_of_the_host(prepared, tmp_path):
+  """config.feed_dtype: a quarter of the bytes to the device, bitwise the same model input."""
+  root, builder = prepared
+  for binarize in ("none", "static", "dynamic"):
+    for cache in ("none", "disk"):
+      config = _config(root, cache=cache, binarize=binarize, cache_dir=str(tmp_path / "c"))
+      fed = _batches(builder, config, 3)
+      assert fed[0].dtype == np.uint8 and fed[0].nbytes == 4 * 16 * 16 * 3
+      config = _config(root, cache=cache, binarize=binarize, cache_dir=str(tmp_path / "c"))
+      config.feed_dtype = "float32"
+      want = _batches(builder, config, 3)
+      assert want[0].dtype == np.float32 and want[0].nbytes == 4 * fed[0].nbytes
+      got = [input_pipeline.model_input(tf.constant(b), config).numpy() for b in fed]
+      np.testing.assert_array_equal(np.stack(got), np.stack(want))
+      if binarize != "none":
+        assert set(np.unique(np.stack(fed))) == {0, 1}
+
+
+def test_a_cache_file_of_the_wrong_length_is_rebuilt_not_read(prepared, tmp_path):
+  """A file replaced or cut short after its mark (a copy gone wrong) does not pass as whole."""
+  root, builder = prepared
+  config = _config(root, cache="disk", cache_dir=str(tmp_path / "c"))
+  want = _batches(builder, config, 9)
+  folder = input_pipeline.disk_cache_folder(builder, config)
+  victim = os.path.join(folder, _cache_files(folder)[3])
+  with open(victim, "rb") as f:
+    data = f.read()
+  with open(victim, "wb") as f:
+    f.write(data[:-1])
+  got = _batches(builder, _config(root, cache="disk", cache_dir=str(tmp_path / "c")), 9)
+  np.testing.assert_array_equal(np.stack(got), np.stack(want))
+  with open(victim, "rb") as f:
+    assert f.read() == data
+
+
 def test_cache_fields_are_checked_with_one_line_errors():
   from vae_dist import config_checks  # pylint: disable=g-import-not-at-top
   from vae_dist.errors import ConfigError  # pylint: disable=g-import-not-at-top
   for field, value in (("cache", "disc"), ("cache_max_bytes", -1), ("input_parallelism", -2),
-                       ("prefetch_batches", -1)):
+                       ("prefetch_batches", -1), ("feed_dtype", "float16")):
     config = load_config("cartoon", "smoke")
     config[field] = value
     with pytest.raises(ConfigError) as e:

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import ml_collections
 import tensorflow as tf
 
+from vae_dist import input_pipeline
 from vae_dist import objective
 
 keras = tf.keras
@@ -315,6 +316,7 @@ class Trainer:
     jit_compile says. TPUStrategy compiles all of it (tests/test_replicas.py compiles it with XLA
     on the CPU the same way).
     """
+    images = input_pipeline.model_input(images, self.config)  # uint8 from the host -> float32.
     ctx = tf.distribute.get_replica_context()
     step = self.step.read_value()  # This replica's own copy: no cross-replica read.
     eps = noise_for_replica(self.config.seed, step, self.global_batch, self.config.latent_dim,
