@@ -314,25 +314,29 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
 
     consumed = start_step * replicas_here * per_replica
     start_epoch, offset = divmod(consumed, count)
-    out = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch)
-    # Positions in this pipeline's stream, counted from its very start: a resumed run skips to
-    # the same position, and batches keep the same boundaries (consumed is a batch multiple).
-    out = out.enumerate(start=start_epoch * count).skip(offset)
+    out = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch).skip(offset)
     # Batches are copied together in parallel (at 256x256 a batch of 128 is a 25 MB copy); the
     # order and contents stay those of the sequential batch.
     calls = parallel_calls(config)
     out = out.batch(per_replica, drop_remainder=True, num_parallel_calls=calls,
                     deterministic=True)
+    # Positions in this pipeline's stream, counted from its very start: a resumed run skips to
+    # the same position, and batches keep the same boundaries (consumed is a batch multiple).
+    # Batches are counted, not examples: a per-example count is one more stage on one thread,
+    # which bounds the 28x28 recipes (BUILD_NOTES.md).
+    first_position = start_epoch * count + offset
+    out = out.enumerate()
     # Decoding (disk cache), binarisation and (feed_dtype='float32') scaling on whole batches
-    # (vectorised); with feed_dtype='uint8' the step scales (model_input). The dynamic draw is made for the
-    # host's whole batch (all its replicas' shares, which start at multiples of host_batch in the
-    # stream), seeded by its first position; each replica's batch takes its rows. So an example
-    # is binarised alike on 1, 2 or 8 replicas of the host.
+    # (vectorised); with feed_dtype='uint8' the step scales (model_input). The dynamic draw is
+    # made for the host's whole batch (all its replicas' shares, which start at multiples of
+    # host_batch in the stream), seeded by its first position; each replica's batch takes its
+    # rows. So an example is binarised alike on 1, 2 or 8 replicas of the host.
     host_batch = replicas_here * per_replica
 
-    def scale(positions, images):
-      first = positions[0] % host_batch
-      seed = _binarize_seed(config, pipeline, positions[0] - first)
+    def scale(batch_index, images):
+      position = first_position + batch_index * per_replica
+      first = position % host_batch
+      seed = _binarize_seed(config, pipeline, position - first)
       return {"image": host_images(decode_batch(images), seed, config, block=(host_batch, first))}
 
     out = out.map(scale, num_parallel_calls=calls, deterministic=True)
