@@ -135,6 +135,38 @@ def test_a_cache_file_without_its_done_mark_is_rebuilt_not_read(prepared, tmp_pa
     assert f.read() == data
 
 
+def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(prepared, tmp_path):
+  """By owner on this host (its pid is gone, untouched a minute), by age (a day) for others."""
+  import socket  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  root, builder = prepared
+  config = _config(root, cache="disk", cache_dir=str(tmp_path / "c"))
+  _batches(builder, config, 1)
+  folder = input_pipeline.disk_cache_folder(builder, config)
+  dead = subprocess.Popen(["true"])  # A pid that was this host's and is gone.
+  dead.wait()
+  host, now = socket.gethostname(), time.time()
+  first = _cache_files(folder)[0]
+  ages = {  # name: (seconds untouched, removed?)
+      f"{first}.tmp-{host}-{dead.pid}-0a0a0a0a": (120, True),
+      f"{first}.tmp-{host}-{dead.pid}-1b1b1b1b": (10, False),  # Its writer may be a namesake's.
+      f"{first}.tmp-{host}-{os.getpid()}-2c2c2c2c": (120, False),  # A live writer.
+      f"{first}.tmp-otherhost-{dead.pid}-3d3d3d3d": (3600, False),
+      f"{first}.tmp-otherhost-12-4e4e4e4e": (2 * 86400, True),
+      f"{first}.done.tmp-5f5f5f5f": (2 * 86400, True),
+  }
+  for name, (age, _) in ages.items():
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+      f.write(b"partial")
+    os.utime(path, (now - age, now - age))
+  got = _batches(builder, _config(root, cache="disk", cache_dir=str(tmp_path / "c")), 9)
+  left = set(os.listdir(folder))
+  for name, (_, removed) in ages.items():
+    assert (name not in left) == removed, name
+  assert len(_cache_files(folder)) == 32 and len(got) == 9
+
+
 def test_a_cache_for_another_image_size_is_never_used(prepared, tmp_path):
   root, builder = prepared
   c16 = _config(root, cache="disk", size=16, cache_dir=str(tmp_path / "c"))

@@ -30,6 +30,7 @@ import json
 import os
 import posixpath
 import socket
+import time
 import uuid
 from typing import Callable, Sequence
 
@@ -44,6 +45,10 @@ LAYOUT_VERSION = "v2"  # Bump when to_model_size or the file format changes.
 CACHE_FOLDER = "model_size_cache"
 SUFFIX = ".uint8"
 DONE = ".done"
+TMP = ".tmp-"
+# A temporary file of another host is removed only after this long untouched: writing one cache
+# file takes minutes (one TFDS file's images), so a file a day old has no live writer.
+STALE_SECONDS = 24 * 3600
 
 
 def split_fingerprint(builder, split: str) -> str:
@@ -127,6 +132,8 @@ def build(folder: str, builder, split: str, tfds_files: Sequence[str],
   Returns:
     The number of images written.
   """
+  if tf.io.gfile.isdir(folder):
+    remove_stale_temporaries(folder)
   todo = missing_files(folder, builder, split, tfds_files)
   if not todo:
     return 0
@@ -150,9 +157,9 @@ def build(folder: str, builder, split: str, tfds_files: Sequence[str],
   rows = iter(ds.batch(32).prefetch(2).as_numpy_iterator())
   pending = iter([])
   written = 0
-  tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # See _stale.
   for path, _, count in wanted:
-    tmp = f"{path}.tmp-{tag}"
+    tmp = f"{path}{TMP}{tag}"
     nbytes = 0
     with tf.io.gfile.GFile(tmp, "wb") as f:
       for _ in range(count):
@@ -167,13 +174,66 @@ def build(folder: str, builder, split: str, tfds_files: Sequence[str],
   return written
 
 
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Alive, another user's.
+    return True
+  return True
+
+
+def _stale(name: str, mtime_seconds: float, now: float) -> bool:
+  """A temporary file no live writer owns.
+
+  Its tag names the writer (<host>-<pid>-<random>, see build). Written on this host by a process
+  that is gone, and untouched for a minute (two containers may share a host name but not their
+  pids: a live writer keeps its file's time recent), it is stale. Any other, and marks'
+  temporaries (<file>.done.tmp-<random>), after STALE_SECONDS untouched.
+  """
+  age = now - mtime_seconds
+  parts = name.split(TMP, 1)[1].rsplit("-", 2)
+  if len(parts) == 3 and parts[0] == socket.gethostname() and parts[1].isdigit():
+    if age > 60 and not _pid_alive(int(parts[1])):
+      return True
+  return age > STALE_SECONDS
+
+
+def remove_stale_temporaries(folder: str) -> list:
+  """Deletes the temporary files of writers that died in `folder`; returns their names.
+
+  Only names with TMP in them, i.e. files that were never read: a finished cache file is
+  renamed out of its temporary name before its mark is written.
+  """
+  removed = []
+  now = time.time()
+  for name in tf.io.gfile.listdir(folder):
+    if TMP not in name:
+      continue
+    path = common.join(folder, name)
+    try:
+      mtime = tf.io.gfile.stat(path).mtime_nsec / 1e9
+      if _stale(name, mtime, now):
+        tf.io.gfile.remove(path)
+        removed.append(name)
+    except tf.errors.NotFoundError:  # Its writer committed or removed it meanwhile.
+      continue
+    except tf.errors.OpError as e:  # A cache this run may read but not change: leave it be.
+      logging.warning("Model-size cache: cannot remove %s (%s).", path, str(e).splitlines()[0])
+  if removed:
+    logging.info("Model-size cache %s: removed %d temporary files of writers gone: %s", folder,
+                 len(removed), ", ".join(removed[:5]))
+  return removed
+
+
 def _commit(tmp: str, path: str, count: int, nbytes: int) -> None:
   """Moves a finished file into place, then marks it done (the mark is what readers trust)."""
   if _is_done(path, count):  # Another host finished the same file meanwhile: same bytes.
     tf.io.gfile.remove(tmp)
     return
   tf.io.gfile.rename(tmp, path, overwrite=True)
-  done_tmp = f"{path}{DONE}.tmp-{uuid.uuid4().hex[:8]}"
+  done_tmp = f"{path}{DONE}{TMP}{uuid.uuid4().hex[:8]}"
   with tf.io.gfile.GFile(done_tmp, "w") as f:
     json.dump({"examples": count, "bytes": nbytes, "host": socket.gethostname()}, f)
   tf.io.gfile.rename(done_tmp, path + DONE, overwrite=True)
