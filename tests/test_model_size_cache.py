@@ -14,6 +14,7 @@ import tensorflow as tf
 import cli
 import datagen
 from conftest import load_config
+from gcs_harness import gcs, gcs_namespace  # noqa: F401  # pylint: disable=unused-import
 from vae_dist import datasets, input_pipeline
 from vae_dist.datasets import model_size_cache
 
@@ -284,6 +285,40 @@ def test_a_cache_file_of_the_wrong_length_is_rebuilt_not_read(prepared, tmp_path
   np.testing.assert_array_equal(np.stack(got), np.stack(want))
   with open(victim, "rb") as f:
     assert f.read() == data
+
+
+def test_cache_on_gs_is_built_marked_and_read_back_bitwise(prepared, gcs, tmp_path):  # pylint: disable=redefined-outer-name
+  """cache_dir on gs:// (TensorFlow's GCS client, the emulator): written once, same batches."""
+  root, builder = prepared
+  script = (
+      "import sys; sys.path.insert(0, 'tests')\n"
+      "import numpy as np, tensorflow as tf\n"
+      "from conftest import load_config\n"
+      "from vae_dist import datasets, input_pipeline\n"
+      "c = load_config('cartoon', 'smoke')\n"
+      f"c.manual_dir, c.data_dir = {str(root / 'manual')!r}, {str(root / 'tfds')!r}\n"
+      "c.image_size, c.cache, c.cache_dir, c.batch_size = 16, 'disk', 'gs://vae-test/cache', 32\n"
+      "b = datasets.load_builder(c)\n"
+      "ctx = tf.distribute.InputContext(8, 0, 8)  # Host 0 of 8: 4 files of 32, fewer requests.\n"
+      "for out in sys.argv[1:]:  # The second pipeline reads what the first wrote.\n"
+      "  it = iter(input_pipeline.train_dataset_fn(b, c, 0)(ctx))\n"
+      "  np.save(out, np.stack([next(it)['image'].numpy() for _ in range(9)]))\n")
+  outs = [str(tmp_path / f"gs{i}.npy") for i in range(2)]
+  proc = gcs.run([sys.executable, "-c", script, *outs], timeout=180)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  want = np.stack(_batches(builder, _config(root, cache="none", binarize="none"), 9, pipelines=8))
+  for out in outs:
+    np.testing.assert_array_equal(np.load(out), want)
+  names = gcs.list("vae-test", "cache/")
+  data = [n for n in names if n.endswith(model_size_cache.SUFFIX)]
+  assert len(data) == 4 and all(n + model_size_cache.DONE in names for n in data)
+  assert not [n for n in names if model_size_cache.TMP in n]
+  # Each file and mark written once (under its own name: the rename's copy), by the first
+  # pipeline only (folders are objects too on gs://, made by makedirs).
+  final = [w for w in gcs.stats()["write_order"] if w.startswith("vae-test/cache/")
+           and model_size_cache.TMP not in w and not w.endswith("/")]
+  assert sorted(final) == sorted(f"vae-test/{n}" for n in data + [n + model_size_cache.DONE
+                                                                   for n in data]), final
 
 
 def test_cache_fields_are_checked_with_one_line_errors():
