@@ -12,7 +12,7 @@ The key names everything that decides the pixels (data set, version, split, the 
 lengths and sizes, image size, channels, crop, resize method, and the version of this layout), so
 a cache made for another size, or before the data was prepared again, is never read.
 
-Raw fixed-length images, not TFRecords (layout v1): read by tf.data's FixedLengthRecordDataset,
+Raw fixed-length images, not TFRecords (which layout v1 was): read by tf.data's FixedLengthRecordDataset,
 kept as byte strings through shuffle and batch (which move them, not copy) and turned into
 pixels by one decode_raw per batch. That is one copy of each image fewer than decoding each
 record, and no CRC pass; 1.7-3x faster at 256x256 on one core (BUILD_NOTES.md). A file cut
