@@ -6,13 +6,16 @@ import tensorflow as tf
 import cli
 import datagen
 from conftest import load_config
-from vae_dist.data import sources
 from vae_dist.data import input_pipeline
+from vae_dist.data import sources
 
 
 def _first_batch(builder, config):
+  """The first train batch as the model sees it: uint8 from the host, scaled by the step's op."""
   ds = input_pipeline.train_dataset_fn(builder, config, start_step=0)(tf.distribute.InputContext())
-  return next(iter(ds))["image"].numpy()
+  fed = next(iter(ds))["image"]
+  assert fed.dtype == tf.uint8  # config.feed_dtype's default: a quarter of float32's bytes.
+  return input_pipeline.model_input(fed, config).numpy()
 
 
 def test_catalog_datasets_through_mock_data_give_batches_of_the_model_size(tmp_path):

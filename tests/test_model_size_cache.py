@@ -14,9 +14,10 @@ import tensorflow as tf
 import cli
 import datagen
 from conftest import load_config
-from vae_dist.data import sources
+from gcs_harness import gcs, gcs_namespace  # noqa: F401  # pylint: disable=unused-import
 from vae_dist.data import input_pipeline
 from vae_dist.data import model_size_cache
+from vae_dist.data import sources
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +77,13 @@ def test_parts_of_files_read_from_the_cache_in_tfds_order(prepared, tmp_path):
     config.batch_size = 33
     ctx = tf.distribute.InputContext(num_input_pipelines=33, input_pipeline_id=pid,
                                      num_replicas_in_sync=33)
-    raw = input_pipeline._read_train_shard(  # pylint: disable=protected-access
+    raw, _ = input_pipeline._read_train_shard(  # pylint: disable=protected-access
         builder, config, input_pipeline._train_file_instructions(builder, config, ctx), "none")  # pylint: disable=protected-access
     config.cache, config.cache_dir = "disk", str(tmp_path / "c")
-    disk = input_pipeline._read_train_shard(  # pylint: disable=protected-access
+    disk, decode = input_pipeline._read_train_shard(  # pylint: disable=protected-access
         builder, config, input_pipeline._train_file_instructions(builder, config, ctx), "disk")  # pylint: disable=protected-access
     a = np.stack([x.numpy() for x in raw])
-    b = np.stack([x.numpy() for x in disk])
+    b = decode(tf.stack(list(disk))).numpy()
     assert a.shape[0] >= 1
     np.testing.assert_array_equal(a, b)
 
@@ -134,6 +135,38 @@ def test_a_cache_file_without_its_done_mark_is_rebuilt_not_read(prepared, tmp_pa
   np.testing.assert_array_equal(np.stack(got), np.stack(want))
   with open(victim, "rb") as f:
     assert f.read() == data
+
+
+def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(prepared, tmp_path):
+  """By owner on this host (its pid is gone, untouched a minute), by age (a day) for others."""
+  import socket  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  root, builder = prepared
+  config = _config(root, cache="disk", cache_dir=str(tmp_path / "c"))
+  _batches(builder, config, 1)
+  folder = input_pipeline.disk_cache_folder(builder, config)
+  dead = subprocess.Popen(["true"])  # A pid that was this host's and is gone.
+  dead.wait()
+  host, now = socket.gethostname(), time.time()
+  first = _cache_files(folder)[0]
+  ages = {  # name: (seconds untouched, removed?)
+      f"{first}.tmp-{host}-{dead.pid}-0a0a0a0a": (120, True),
+      f"{first}.tmp-{host}-{dead.pid}-1b1b1b1b": (10, False),  # Its writer may be a namesake's.
+      f"{first}.tmp-{host}-{os.getpid()}-2c2c2c2c": (120, False),  # A live writer.
+      f"{first}.tmp-otherhost-{dead.pid}-3d3d3d3d": (3600, False),
+      f"{first}.tmp-otherhost-12-4e4e4e4e": (2 * 86400, True),
+      f"{first}.done.tmp-5f5f5f5f": (2 * 86400, True),
+  }
+  for name, (age, _) in ages.items():
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+      f.write(b"partial")
+    os.utime(path, (now - age, now - age))
+  got = _batches(builder, _config(root, cache="disk", cache_dir=str(tmp_path / "c")), 9)
+  left = set(os.listdir(folder))
+  for name, (_, removed) in ages.items():
+    assert (name not in left) == removed, name
+  assert len(_cache_files(folder)) == 32 and len(got) == 9
 
 
 def test_a_cache_for_another_image_size_is_never_used(prepared, tmp_path):
@@ -220,11 +253,80 @@ def test_two_processes_build_the_same_cache_at_once_and_agree(prepared, tmp_path
   assert not [f for f in os.listdir(folder) if ".tmp-" in f]
 
 
+def test_uint8_batches_scaled_in_the_step_equal_the_float_batches_of_the_host(prepared, tmp_path):
+  """config.feed_dtype: a quarter of the bytes to the device, bitwise the same model input."""
+  root, builder = prepared
+  for binarize in ("none", "static", "dynamic"):
+    for cache in ("none", "disk"):
+      config = _config(root, cache=cache, binarize=binarize, cache_dir=str(tmp_path / "c"))
+      fed = _batches(builder, config, 3)
+      assert fed[0].dtype == np.uint8 and fed[0].nbytes == 4 * 16 * 16 * 3
+      config = _config(root, cache=cache, binarize=binarize, cache_dir=str(tmp_path / "c"))
+      config.feed_dtype = "float32"
+      want = _batches(builder, config, 3)
+      assert want[0].dtype == np.float32 and want[0].nbytes == 4 * fed[0].nbytes
+      got = [input_pipeline.model_input(tf.constant(b), config).numpy() for b in fed]
+      np.testing.assert_array_equal(np.stack(got), np.stack(want))
+      if binarize != "none":
+        assert set(np.unique(np.stack(fed))) == {0, 1}
+
+
+def test_a_cache_file_of_the_wrong_length_is_rebuilt_not_read(prepared, tmp_path):
+  """A file replaced or cut short after its mark (a copy gone wrong) does not pass as whole."""
+  root, builder = prepared
+  config = _config(root, cache="disk", cache_dir=str(tmp_path / "c"))
+  want = _batches(builder, config, 9)
+  folder = input_pipeline.disk_cache_folder(builder, config)
+  victim = os.path.join(folder, _cache_files(folder)[3])
+  with open(victim, "rb") as f:
+    data = f.read()
+  with open(victim, "wb") as f:
+    f.write(data[:-1])
+  got = _batches(builder, _config(root, cache="disk", cache_dir=str(tmp_path / "c")), 9)
+  np.testing.assert_array_equal(np.stack(got), np.stack(want))
+  with open(victim, "rb") as f:
+    assert f.read() == data
+
+
+def test_cache_on_gs_is_built_marked_and_read_back_bitwise(prepared, gcs, tmp_path):  # pylint: disable=redefined-outer-name
+  """cache_dir on gs:// (TensorFlow's GCS client, the emulator): written once, same batches."""
+  root, builder = prepared
+  script = (
+      "import sys; sys.path.insert(0, 'tests')\n"
+      "import numpy as np, tensorflow as tf\n"
+      "from conftest import load_config\n"
+      "from vae_dist.data import input_pipeline, sources\n"
+      "c = load_config('cartoon', 'smoke')\n"
+      f"c.manual_dir, c.data_dir = {str(root / 'manual')!r}, {str(root / 'tfds')!r}\n"
+      "c.image_size, c.cache, c.cache_dir, c.batch_size = 16, 'disk', 'gs://vae-test/cache', 32\n"
+      "b = sources.load_builder(c)\n"
+      "ctx = tf.distribute.InputContext(8, 0, 8)  # Host 0 of 8: 4 files of 32, fewer requests.\n"
+      "for out in sys.argv[1:]:  # The second pipeline reads what the first wrote.\n"
+      "  it = iter(input_pipeline.train_dataset_fn(b, c, 0)(ctx))\n"
+      "  np.save(out, np.stack([next(it)['image'].numpy() for _ in range(9)]))\n")
+  outs = [str(tmp_path / f"gs{i}.npy") for i in range(2)]
+  proc = gcs.run([sys.executable, "-c", script, *outs], timeout=180)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  want = np.stack(_batches(builder, _config(root, cache="none", binarize="none"), 9, pipelines=8))
+  for out in outs:
+    np.testing.assert_array_equal(np.load(out), want)
+  names = gcs.list("vae-test", "cache/")
+  data = [n for n in names if n.endswith(model_size_cache.SUFFIX)]
+  assert len(data) == 4 and all(n + model_size_cache.DONE in names for n in data)
+  assert not [n for n in names if model_size_cache.TMP in n]
+  # Each file and mark written once (under its own name: the rename's copy), by the first
+  # pipeline only (folders are objects too on gs://, made by makedirs).
+  final = [w for w in gcs.stats()["write_order"] if w.startswith("vae-test/cache/")
+           and model_size_cache.TMP not in w and not w.endswith("/")]
+  assert sorted(final) == sorted(f"vae-test/{n}" for n in data + [n + model_size_cache.DONE
+                                                                   for n in data]), final
+
+
 def test_cache_fields_are_checked_with_one_line_errors():
   from vae_dist.config import checks  # pylint: disable=g-import-not-at-top
   from vae_dist.errors import ConfigError  # pylint: disable=g-import-not-at-top
   for field, value in (("cache", "disc"), ("cache_max_bytes", -1), ("input_parallelism", -2),
-                       ("prefetch_batches", -1)):
+                       ("prefetch_batches", -1), ("feed_dtype", "float16")):
     config = load_config("cartoon", "smoke")
     config[field] = value
     with pytest.raises(ConfigError) as e:

@@ -479,6 +479,12 @@ def _variant_config(base, v: Variant, strategy_name: str):
   return c
 
 
+def _float_feed(config):
+  c = config.copy_and_resolve_references()
+  c.feed_dtype = "float32"
+  return c
+
+
 class _Trainer:
   """vae_dist's way: steps.Trainer's host loop (steps_per_loop steps per tf.function call)."""
 
@@ -618,7 +624,9 @@ def run_worker(config, replicas: int, variants: list, host_fields: bool) -> dict
     c = _variant_config(config, Variant(b, True, 1, replicas, "none"), strategy_name)
     train_it = iter(strategy.distribute_datasets_from_function(
         input_pipeline.train_dataset_fn(builder, c, 0)))
-    plain_it = iter(input_pipeline.train_dataset_fn(builder, c, 0)(tf.distribute.InputContext()))
+    # The tutorial's loop takes float images from the host (its step does not scale uint8).
+    plain_it = iter(input_pipeline.train_dataset_fn(builder, _float_feed(c), 0)(
+        tf.distribute.InputContext()))
     batches, count = _epoch_batches(builder, c, b)
     if count <= warm_examples:
       _drain(train_it, tf.constant(batches))

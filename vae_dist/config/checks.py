@@ -148,6 +148,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "binarize", ("none", "static", "dynamic"))
   _one_of(config, "likelihood", ("bernoulli", "gaussian"))
   _one_of(config, "cache", ("auto", "memory", "disk", "none"))
+  _one_of(config, "feed_dtype", ("uint8", "float32"))
   limit = config.cache_max_bytes
   if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
     raise ConfigError("cache_max_bytes", f"must be an integer >= 0, got {limit!r}.")

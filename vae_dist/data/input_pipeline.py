@@ -93,6 +93,33 @@ def normalize(image_uint8, seed_pair, config: ml_collections.ConfigDict, block=N
   return x
 
 
+def host_images(image_uint8, seed_pair, config: ml_collections.ConfigDict, block=None):
+  """A train batch as it leaves the host: uint8 (config.feed_dtype='uint8') or float32.
+
+  uint8 is a quarter of float32's bytes to the device (196 KB instead of 786 KB per 256x256x3
+  image) and spares the host the float conversion, which cost 6x the rest of a memory-cached
+  batch here. Binarised images travel as uint8 0/1: the draw stays on the host, so it is the
+  same on every device. model_input (at the top of the train step) finishes the job, giving
+  exactly what normalize gives.
+  """
+  if config.feed_dtype == "float32":
+    return normalize(image_uint8, seed_pair, config, block)
+  if config.binarize == "none":
+    return image_uint8
+  return tf.cast(normalize(image_uint8, seed_pair, config, block), tf.uint8)
+
+
+def model_input(images, config: ml_collections.ConfigDict):
+  """The train step's first op: host_images' batch -> float32 in [0, 1], as normalize gives it.
+
+  Float batches (config.feed_dtype='float32', or callers feeding their own) pass unchanged.
+  """
+  if images.dtype != tf.uint8:
+    return images
+  x = tf.cast(images, tf.float32)
+  return x / 255.0 if config.binarize == "none" else x
+
+
 def eval_noise(index, config: ml_collections.ConfigDict):
   """The fixed N(0, I) latent noise of eval example `index` (its position in the eval split)."""
   seed = tf.stack([tf.constant(config.seed + 7919, tf.int64), tf.cast(index, tf.int64)])
@@ -166,23 +193,29 @@ def _train_file_instructions(builder, config, ctx: tf.distribute.InputContext):
 
 
 def _read_train_shard(builder, config, part, cache: str):
-  """This pipeline's part of the train split at the model's size (uint8).
+  """This pipeline's part of the train split at the model's size, and how to decode a batch.
 
-  From the prepared data (decoded and resized as it is read) or from the model-size cache on
-  disk, which gives the same images in the same order.
+  From the prepared data (decoded and resized as it is read: uint8 images) or from the model-size
+  cache on disk (raw byte strings, decoded a batch at a time), which gives the same images in the
+  same order.
+
+  Returns:
+    (dataset of images or byte strings, batch of those -> uint8 [batch, S, S, C]).
   """
   sub, read_config, instructions, _ = part
   if cache == "disk":
     try:
-      return _read_disk_cache(builder, config, instructions)
+      shape = [config.image_size, config.image_size, config.channels]
+      return (_read_disk_cache(builder, config, instructions),
+              lambda records: model_size_cache.decode_batch(records, shape))
     except DataError as e:
       if config.cache != "auto":
         raise
       # 'auto' chose the disk only to save time: a run that worked without a cache still does.
       logging.warning("%s Decoding every epoch instead.", e)
   ds = builder.as_dataset(split=sub, shuffle_files=False, read_config=read_config)
-  return ds.map(lambda example: to_model_size(example["image"], config),
-                num_parallel_calls=parallel_calls(config))
+  return (ds.map(lambda example: to_model_size(example["image"], config),
+                 num_parallel_calls=parallel_calls(config)), lambda images: images)
 
 
 def _read_disk_cache(builder, config, instructions):
@@ -261,7 +294,7 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
                       f"'{config.dataset}', fewer than one per-replica batch ({per_replica}); "
                       "use a smaller config.batch_size.")
     cache, nbytes = _cache_decision(config, count)
-    ds = _read_train_shard(builder, config, part, cache)
+    ds, decode_batch = _read_train_shard(builder, config, part, cache)
     where = {"memory": "cached in memory",
              "disk": f"read from the model-size cache in {disk_cache_folder(builder, config)}",
              "none": "not cached (decoded every epoch)"}[cache]
@@ -281,25 +314,30 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
 
     consumed = start_step * replicas_here * per_replica
     start_epoch, offset = divmod(consumed, count)
-    out = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch)
-    # Positions in this pipeline's stream, counted from its very start: a resumed run skips to
-    # the same position, and batches keep the same boundaries (consumed is a batch multiple).
-    out = out.enumerate(start=start_epoch * count).skip(offset)
+    out = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch).skip(offset)
     # Batches are copied together in parallel (at 256x256 a batch of 128 is a 25 MB copy); the
     # order and contents stay those of the sequential batch.
     calls = parallel_calls(config)
     out = out.batch(per_replica, drop_remainder=True, num_parallel_calls=calls,
                     deterministic=True)
-    # Scaling and binarisation on whole batches (vectorised). The dynamic draw is made for the
-    # host's whole batch (all its replicas' shares, which start at multiples of host_batch in the
-    # stream), seeded by its first position; each replica's batch takes its rows. So an example
-    # is binarised alike on 1, 2 or 8 replicas of the host.
+    # Positions in this pipeline's stream, counted from its very start: a resumed run skips to
+    # the same position, and batches keep the same boundaries (consumed is a batch multiple).
+    # Batches are counted, not examples: a per-example count is one more stage on one thread,
+    # which bounds the 28x28 recipes (BUILD_NOTES.md).
+    first_position = start_epoch * count + offset
+    out = out.enumerate()
+    # Decoding (disk cache), binarisation and (feed_dtype='float32') scaling on whole batches
+    # (vectorised); with feed_dtype='uint8' the step scales (model_input). The dynamic draw is
+    # made for the host's whole batch (all its replicas' shares, which start at multiples of
+    # host_batch in the stream), seeded by its first position; each replica's batch takes its
+    # rows. So an example is binarised alike on 1, 2 or 8 replicas of the host.
     host_batch = replicas_here * per_replica
 
-    def scale(positions, images):
-      first = positions[0] % host_batch
-      seed = _binarize_seed(config, pipeline, positions[0] - first)
-      return {"image": normalize(images, seed, config, block=(host_batch, first))}
+    def scale(batch_index, images):
+      position = first_position + batch_index * per_replica
+      first = position % host_batch
+      seed = _binarize_seed(config, pipeline, position - first)
+      return {"image": host_images(decode_batch(images), seed, config, block=(host_batch, first))}
 
     out = out.map(scale, num_parallel_calls=calls, deterministic=True)
     depth = config.prefetch_batches if config.prefetch_batches > 0 else AUTOTUNE

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import ml_collections
 import tensorflow as tf
 
+from vae_dist.data import input_pipeline
 from vae_dist.model import objective
 from vae_dist.train import replica_vars
 from vae_dist.train import state as train_state
@@ -173,6 +174,7 @@ class Trainer:
     jit_compile says. TPUStrategy compiles all of it (tests/test_replicas.py compiles it with XLA
     on the CPU the same way).
     """
+    images = input_pipeline.model_input(images, self.config)  # uint8 from the host -> float32.
     ctx = tf.distribute.get_replica_context()
     step = self.step.read_value()  # This replica's own copy: no cross-replica read.
     eps = noise_for_replica(self.config.seed, step, self.global_batch, self.config.latent_dim,
