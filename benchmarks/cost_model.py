@@ -1,6 +1,6 @@
 """Host cores each recipe needs to keep an accelerator host busy, from measured per-core rates.
 
-Reads the JSON of `python -m vae_dist.benchmark --input_only --input_sizes=...` runs (the
+Reads the JSON of `python benchmarks/speed.py --input_only --input_sizes=...` runs (the
 `input_per_core` field: per-core images/s of the train pipeline from raw prepared data, the disk
 cache and the memory cache, and the train FLOPs per image) and prints the tables of BUILD_NOTES.md:
 

@@ -49,7 +49,7 @@ def short_result(tmp_path_factory):
   root = tmp_path_factory.mktemp("bench")
   datagen.write_idx_dataset(root / "idx", num_train=64, num_test=16, seed=5)
   output = root / "out" / "bench.json"
-  args = [sys.executable, "-m", "vae_dist.benchmark", "--config=configs/mnist.py", "--short",
+  args = [sys.executable, "benchmarks/speed.py", "--config=configs/mnist.py", "--short",
           "--config.dataset=fashion_mnist", *cli.data_flags(root / "idx", root / "tfds"),
           f"--output={output}", "--input_sizes=28", "--input_cores=1", "--input_step_batch=8"]
   proc = subprocess.run(args, cwd=cli.ROOT, env=cli.env(), capture_output=True, text=True,

@@ -1,10 +1,10 @@
 """Speed benchmark: vae_dist's train loop against the TensorFlow CVAE tutorial's plain loop.
 
-  python -m vae_dist.benchmark --config=configs/mnist.py --config.dataset=fashion_mnist
-  python -m vae_dist.benchmark --config=configs/mnist.py --config.dataset=fashion_mnist \
+  python benchmarks/speed.py --config=configs/mnist.py --config.dataset=fashion_mnist
+  python benchmarks/speed.py --config=configs/mnist.py --config.dataset=fashion_mnist \
       --batch_sizes=32 --jit_compile=true --steps_per_loop=125 --replicas=1 \
       --mixed_precision=none --rounds=9 --output=benchmarks/b32.json
-  python -m vae_dist.benchmark --config=configs/mnist.py --short   # seconds: every field, once
+  python benchmarks/speed.py --config=configs/mnist.py --short   # seconds: every field, once
 
 Prints one JSON object (also written to --output) with, for the config's model:
 
@@ -21,7 +21,7 @@ Prints one JSON object (also written to --output) with, for the config's model:
   input_per_core  with --input_sizes: per image size, the train pipeline's images/s per host
                   core from the prepared data, building and reading the model-size disk cache,
                   and the memory cache (each pinned to --input_cores cores), and the train step
-                  at that size (vae_dist/data/input_rates.py). --input_only skips the variants.
+                  at that size (benchmarks/input_rates.py). --input_only skips the variants.
 
 "The plain loop" is the tutorial's: one `tf.function` call per batch (`train_step(model, x,
 optimizer)` with a GradientTape and `optimizer.apply_gradients`), no XLA, no host loop, fed by a
@@ -57,14 +57,15 @@ import tensorflow as tf
 
 import vae_dist
 from vae_dist.config import checks
-from vae_dist.data import sources
-from vae_dist.train import distribution
-from vae_dist import errors
 from vae_dist.data import input_pipeline
-from vae_dist.data import input_rates
+from vae_dist.data import sources
+from vae_dist import errors
 from vae_dist.model import objective
+from vae_dist.train import distribution
 from vae_dist.train import state as train_state
 from vae_dist.train import steps
+
+import input_rates  # benchmarks/input_rates.py (benchmarks/ is sys.path[0] when run as a script)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/mnist.py.", lock_config=True)
@@ -92,7 +93,7 @@ _SHORT = flags.DEFINE_bool("short", False, "A few steps of every variant: checks
 _INPUT_SIZES = flags.DEFINE_list(
     "input_sizes", [], "Image sizes at which to measure the input pipeline's images/s per core "
     "(from the prepared data, the model-size cache on disk and the memory cache) and the train "
-    "step's images/s: the `input_per_core` field (see vae_dist/data/input_rates.py).")
+    "step's images/s: the `input_per_core` field (see benchmarks/input_rates.py).")
 _INPUT_CORES = flags.DEFINE_list("input_cores", ["1", "2"],
                                  "Cores each --input_sizes pipeline measurement is pinned to.")
 _INPUT_SECONDS = flags.DEFINE_float("input_seconds", 3.0, "How long each input rate is timed.")
@@ -717,13 +718,13 @@ def run_parent(config, argv) -> dict:
   variants = variant_grid(config, _SHORT.value)
   replica_counts = sorted({v.replicas for v in variants}, key=_ints(_REPLICAS.value).index)
   result = {
-      "benchmark": "vae_dist.benchmark",
+      "benchmark": "benchmarks/speed.py",
       "vae_dist_version": vae_dist.__version__,
       "tensorflow_version": tf.__version__,
       "config": config.name,
       "dataset": config.dataset,
       "short": _SHORT.value,
-      "command": " ".join(["python -m vae_dist.benchmark"] + argv[1:]),
+      "command": " ".join(["python benchmarks/speed.py"] + argv[1:]),
   }
   checks.validate(config)
   # Prepared here, once: the workers then only read it (and may run at the same time). What
@@ -747,7 +748,7 @@ def run_parent(config, argv) -> dict:
     procs = []
     for i, r in enumerate(replica_counts):
       path = os.path.join(tmp, f"replicas_{r}.json")
-      cmd = [sys.executable, "-m", "vae_dist.benchmark", *argv[1:], f"--worker_replicas={r}",
+      cmd = [sys.executable, os.path.abspath(__file__), *argv[1:], f"--worker_replicas={r}",
              f"--worker_output={path}"]
       if i == 0:
         cmd.append("--worker_host_fields")

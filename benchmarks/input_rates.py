@@ -1,6 +1,6 @@
 """Input pipeline images/s per host core at each model size, and what the train step consumes.
 
-Part of `python -m vae_dist.benchmark --input_sizes=...` (see there). For each image size:
+Part of `python benchmarks/speed.py --input_sizes=...` (see there). For each image size:
 
   per cores count (each in its own process, pinned to that many cores with its CPU affinity,
   which TensorFlow's and tf.data's thread pools follow):
@@ -39,7 +39,7 @@ def _affinity():
 
 
 def _run_worker(spec: dict, cores) -> dict:
-  """Runs `python -m vae_dist.data.input_rates <spec>` pinned to `cores`; returns its JSON."""
+  """Runs `python benchmarks/input_rates.py <spec>` pinned to `cores`; returns its JSON."""
   with tempfile.TemporaryDirectory() as tmp:
     spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
     with open(spec_path, "w") as f:
@@ -50,7 +50,7 @@ def _run_worker(spec: dict, cores) -> dict:
     pin = None
     if cores is not None and hasattr(os, "sched_setaffinity"):
       pin = lambda: os.sched_setaffinity(0, cores)  # pylint: disable=unnecessary-lambda-assignment
-    proc = subprocess.run([sys.executable, "-m", "vae_dist.data.input_rates", spec_path], env=env,
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), spec_path], env=env,
                           stdout=sys.stderr, preexec_fn=pin, check=False)
     if proc.returncode != 0:
       raise RuntimeError(f"input rate worker {spec.get('what')} failed (exit {proc.returncode})")
@@ -167,7 +167,7 @@ def _pipeline_worker(spec) -> dict:
 
 def _train_step_worker(spec) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from vae_dist import benchmark  # pylint: disable=g-import-not-at-top
+  import speed  # pylint: disable=g-import-not-at-top  # benchmarks/ is sys.path[0].
   from vae_dist.train import distribution  # pylint: disable=g-import-not-at-top
   from vae_dist.train import state as train_state  # pylint: disable=g-import-not-at-top
   from vae_dist.train import steps  # pylint: disable=g-import-not-at-top
@@ -198,7 +198,7 @@ def _train_step_worker(spec) -> dict:
     if spec["short"] and calls >= 2:
       break
   images = calls * config.steps_per_loop * config.batch_size
-  flops = benchmark.analytic_flops(state.model, config)
+  flops = speed.analytic_flops(state.model, config)
   return {"cores": len(_affinity()), "batch_size": config.batch_size,
           "jit_compile": config.jit_compile, "compile_seconds": compile_seconds,
           "images_per_sec": images / elapsed,
