@@ -27,7 +27,9 @@ Signatures (S = image size, C = channels, L = latent_dim; all in EXPORT_DIR/vae_
                alg="philox"), the same on every machine
   temperature  float32 scalar >= 0
 
-reconstruct decodes the posterior mean (z = mean), as training's image summaries do. BatchNorm
+Inputs of another shape (e.g. one unbatched [S, S, C] image) raise InvalidArgumentError naming
+the expected shape (see checked()). reconstruct decodes the posterior mean (z = mean), as
+training's image summaries do. BatchNorm
 layers use their moving statistics (inference mode) everywhere.
 
 Next to saved_model.pb the export holds README.md (this table, for the run), vae_export.json
