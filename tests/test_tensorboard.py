@@ -180,8 +180,8 @@ def test_the_graphs_tab_shows_the_model_and_the_host_loop(runs, tb):
   assert info[train]["run_graph"] and info[evalr]["run_graph"]
   model = tb.get(f"/data/plugin/graphs/graph?run={evalr}", raw=True).decode()
   # The forward pass, layer by layer: the encoder's convolutions, the sampling, the decoder.
-  for scope in ("encoder", "conv2d", "sample_z", "decoder", "conv2d_transpose",
-                "likelihood_mean"):
+  for scope in ("encode/encoder", "conv2d", "sample_z/", "decode/decoder", "conv2d_transpose",
+                "likelihood_mean/"):
     assert f'name: "{scope}' in model or f"/{scope}" in model, scope
   assert 'op: "Conv2D"' in model
   loop = tb.get(f"/data/plugin/graphs/graph?run={train}", raw=True).decode()
@@ -211,7 +211,7 @@ def test_two_runs_of_the_same_base_name_are_two_hparams_rows(runs, tb):
   rows = {g["name"]: g for g in groups["sessionGroups"]}
   for name, rate, replicas in ((A, 0.0001, 1), (B, 0.002, 2)):
     workdir = runs[name][0]
-    [trial] = [t for t in rows if t.startswith(workdir + " [")]
+    [trial] = [t for t in rows if t.startswith(f"{name} ({workdir}, ")]
     row = rows[trial]
     assert row["hparams"]["learning_rate"] == rate
     assert row["hparams"]["num_replicas"] == replicas

@@ -39,16 +39,19 @@ def typed_hparams(config: ml_collections.ConfigDict, names) -> dict:
 
 
 def trial_id(workdir: str) -> str:
-  """The run's unique id in the HParams tab: its workdir's full path or URL, and a random tag.
+  """The run's unique id in the HParams tab: 'parent/base (full path or URL, random tag)'.
 
   The plugin makes one row per trial id, so the workdir's base name alone would merge
-  `a/seed0` and `b/seed0`. The full path tells the user which run a row is; the random tag
+  `a/seed0` and `b/seed0`. The table cuts long ids short, so the id starts with the workdir's
+  last two names (what tells runs of one sweep apart), then the full path or URL; the random tag
   keeps apart runs written at the same path on different machines and gathered under one
   logdir later. It is written once, at the run's first start, into the event file: a resume
   does not write it again, and moving the directory moves it along.
   """
-  where = workdir if not fileio.is_local(workdir) else os.path.abspath(workdir)
-  return f"{where.rstrip('/')} [{uuid.uuid4().hex[:8]}]"
+  where = (workdir if not fileio.is_local(workdir) else os.path.abspath(workdir)).rstrip("/")
+  parent, base = os.path.split(where)
+  short = f"{os.path.basename(parent)}/{base}" if os.path.basename(parent) else base
+  return f"{short} ({where}, {uuid.uuid4().hex[:8]})"
 
 
 def forward_graph(model, config: ml_collections.ConfigDict):
@@ -61,11 +64,14 @@ def forward_graph(model, config: ml_collections.ConfigDict):
                        tf.float32, name="images")
 
   def forward(images):
-    mean, logvar = model.encode(images, training=False)
+    with tf.name_scope("encode"):
+      mean, logvar = model.encode(images, training=False)
     with tf.name_scope("sample_z"):
       z = mean + tf.exp(0.5 * logvar) * tf.random.normal(tf.shape(mean))
+    with tf.name_scope("decode"):
+      logits = model.decode(z, training=False)
     with tf.name_scope("likelihood_mean"):
-      return tf.sigmoid(model.decode(z, training=False))
+      return tf.sigmoid(logits)
 
   try:
     return tf.function(forward, input_signature=[spec]).get_concrete_function().graph
