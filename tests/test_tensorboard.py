@@ -241,3 +241,14 @@ def test_two_replicas_write_each_tag_once(runs, tb):
   for run in ("train", "eval"):
     files = os.listdir(os.path.join(runs[B][0], "tensorboard", run))
     assert len([f for f in files if f.startswith("events.")]) == 1
+
+
+def test_without_the_profile_plugin_the_profiling_lines_say_what_to_install(monkeypatch):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from vae_dist import run_summaries  # pylint: disable=g-import-not-at-top
+  assert run_summaries.profile_plugin_note() == ""  # Installed here (make install).
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in (
+      "xprof", "tensorboard_plugin_profile") else real(name, *a))
+  note = run_summaries.profile_plugin_note()
+  assert "pip install 'tensorboard-plugin-profile>=2.20'" in note and "vae_dist[profile]" in note
