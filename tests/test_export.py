@@ -186,6 +186,7 @@ def test_a_wrong_input_shape_is_an_error_not_an_abort(exported):
   for label in ("unbatched image", "three channels", "wrong size"):
     assert "images must be float32 [N, 28, 28, 1]" in results[label], (label, results[label])
   assert "got shape" in results["unbatched image"] and "[28 28 1]" in results["unbatched image"]
+  assert "[2 28 28 3]" in results["three channels"]  # The whole shape given.
   assert "z must be float32 [N, 2]" in results["latent of 3"]
 
 

@@ -123,7 +123,7 @@ def checked(tensor, name: str, expected: list, what: str):
   ok = tf.strings.regex_full_match(given, pattern)
   check = tf.debugging.Assert(
       ok, [f"{name} must be float32 {shown} ({what}); got shape", tf.shape(tensor)],
-      name=f"check_{name}_shape")
+      summarize=8, name=f"check_{name}_shape")  # The whole shape, not its first 3 numbers.
   with tf.control_dependencies([check]):
     return tf.identity(tensor)
 
