@@ -20,6 +20,7 @@ from PIL import Image
 
 import cli
 import datagen
+import trained_run_fixture
 from vae_dist import latent_paths
 from vae_dist.viz import pictures
 
@@ -37,11 +38,6 @@ B_FLAGS = ["--config.strategy=mirrored", "--config.num_cpu_devices=2",
            "--config.learning_rate=0.002"]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-  root = tmp_path_factory.mktemp("data")
-  datagen.write_idx_dataset(root / "idx", num_train=64, num_test=20, seed=8)
-  return cli.data_flags(str(root / "idx"), str(root / "tfds"))
 
 
 class TensorBoard:
@@ -82,15 +78,26 @@ class TensorBoard:
 def _train(workdir, data, *extra):
   proc = cli.run_main("configs/mnist.py:smoke", str(workdir), *RUN, *data, *extra)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return str(workdir), proc
+  return proc.stderr
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data):
-  """{name: (workdir, process)} of the two runs, under one parent folder (the logdir)."""
-  root = tmp_path_factory.mktemp("runs")
-  out = {A: _train(root / A, data, "--config.profile_steps=(2, 4)"),
-         B: _train(root / B, data, *B_FLAGS)}
+def runs(tmp_path_factory):
+  """{name: (workdir, its stderr)} of the two runs under one parent folder (the logdir),
+  trained once per session even when xdist spreads this module over several workers."""
+  # pylint: disable=protected-access
+  base = trained_run_fixture._session_root(tmp_path_factory) / "tb_test_runs"
+  root = base / "runs"
+  with trained_run_fixture._locked(str(base) + ".lock"):
+    if not (base / "DONE").exists():
+      base.mkdir(exist_ok=True)
+      datagen.write_idx_dataset(base / "idx", num_train=64, num_test=20, seed=8)
+      data = cli.data_flags(str(base / "idx"), str(base / "tfds"))
+      for name, extra in ((A, ["--config.profile_steps=(2, 4)"]), (B, B_FLAGS)):
+        (base / f"{name.replace('/', '_')}.stderr").write_text(_train(root / name, data, *extra))
+      (base / "DONE").write_text("trained\n")
+  out = {name: (str(root / name), (base / f"{name.replace('/', '_')}.stderr").read_text())
+         for name in (A, B)}
   out["root"] = str(root)
   return out
 
@@ -116,7 +123,7 @@ def _size(n, cols, *, pad=2, row_labels=(), col_labels=()):
 
 
 def test_everything_a_run_writes_is_in_tensorboard(runs, tb):
-  assert "Summaries took" in runs[A][1].stderr
+  assert "Summaries took" in runs[A][1]
   train, evalr = _run(A, "train"), _run(A, "eval")
   assert {train, evalr} <= set(tb.get("/data/runs"))
 
@@ -220,7 +227,7 @@ def test_two_runs_of_the_same_base_name_are_two_hparams_rows(runs, tb):
 
 
 def test_the_profile_tab_lists_the_profiled_run(runs, tb):
-  stderr = runs[A][1].stderr
+  stderr = runs[A][1]
   assert "Profiling from step 2 to 4" in stderr and "Profile written to" in stderr
   assert "pip install" not in stderr  # The profile plugin is installed (make install).
   assert tb.get("/data/plugins_listing")["profile"]["enabled"]
