@@ -10,7 +10,8 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 # the install matrix in BUILD_NOTES.md.
 PINS := tensorflow==2.21.0 tensorflow-datasets==4.9.10 tensorboard==2.21.0 keras==3.15.1 \
 	ml-collections==1.1.0 absl-py==2.5.1 numpy==2.4.6 pillow==13.0.0 matplotlib==3.11.2 \
-	pytest==9.2.0 pytest-xdist==3.8.0 protobuf==7.36.2 importlib_resources==7.1.0
+	pytest==9.2.0 pytest-xdist==3.8.0 protobuf==7.36.2 importlib_resources==7.1.0 \
+	tensorboard-plugin-profile==2.24.2 xprof==2.24.2
 # Test workers: the suite is CPU-bound; one per core.
 TEST_WORKERS ?= 2
 
@@ -22,7 +23,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python setup.py setup.cfg Makefile
 	printf '%s\n' $(PINS) > $(VENV)/constraints.txt
-	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test,profile]'
 	touch $@
 
 install: $(VENV)/.installed

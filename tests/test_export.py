@@ -150,3 +150,49 @@ def test_no_checkpoint_is_a_clear_error(run, tmp_path):
   with pytest.raises(trained_run.NoCheckpointError, match="no committed checkpoint"):
     export.export(str(empty), str(tmp_path / "x"))
   assert not os.path.exists(tmp_path / "x")
+
+
+# A fresh interpreter feeds wrong shapes; each call must raise, never end the process.
+_BAD_SHAPES = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+m = tf.saved_model.load(sys.argv[1])
+results = {}
+for label, name, kwargs in (
+    ("unbatched image", "encode", {"images": np.zeros([28, 28, 1], np.float32)}),
+    ("three channels", "reconstruct", {"images": np.zeros([2, 28, 28, 3], np.float32)}),
+    ("wrong size", "encode", {"images": np.zeros([1, 32, 32, 1], np.float32)}),
+    ("latent of 3", "decode", {"z": np.zeros([4, 3], np.float32)}),
+):
+  try:
+    m.signatures[name](**{k: tf.constant(v) for k, v in kwargs.items()})
+    results[label] = "accepted"
+  except tf.errors.InvalidArgumentError as e:
+    results[label] = e.message
+good = m.signatures["encode"](images=tf.zeros([1, 28, 28, 1]))["mean"].shape.as_list()
+print(json.dumps({"results": results, "good": good}))
+"""
+
+
+def test_a_wrong_input_shape_is_an_error_not_an_abort(exported):
+  proc = subprocess.run([sys.executable, "-c", _BAD_SHAPES, exported], env=cli.env(),
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["good"] == [1, 2]  # The process lives on and still answers a right shape.
+  results = out["results"]
+  for label in ("unbatched image", "three channels", "wrong size"):
+    assert "images must be float32 [N, 28, 28, 1]" in results[label], (label, results[label])
+  assert "got shape" in results["unbatched image"] and "[28 28 1]" in results["unbatched image"]
+  assert "[2 28 28 3]" in results["three channels"]  # The whole shape given.
+  assert "z must be float32 [N, 2]" in results["latent of 3"]
+
+
+def test_readme_states_the_preprocessing_of_the_run(exported):
+  readme = open(os.path.join(exported, "README.md")).read()
+  # The tutorial recipe (configs/mnist.py) thresholds at 0.5.
+  assert "Binarise at 0.5" in readme and "`x = (x > 0.5).astype('float32')`" in readme
+  assert "x = pixels.astype('float32') / 255" in readme
+  assert "[1, 28, 28, 1]" in readme

@@ -203,10 +203,10 @@ try:
       assert tb.poll() is None and time.time() < deadline, tb.stderr.read()
       time.sleep(0.5)
   out = {"scalar_tags": {run: sorted(tags) for run, tags in get("/data/plugin/scalars/tags").items()},
-         "loss_steps": [p[1] for p in get("/data/plugin/scalars/scalars?run=train&tag=train/loss")],
-         "elbo_steps": [p[1] for p in get("/data/plugin/scalars/scalars?run=eval&tag=eval/elbo")],
+         "loss_steps": [p[1] for p in get("/data/plugin/scalars/scalars?run=train&tag=loss")],
+         "elbo_steps": [p[1] for p in get("/data/plugin/scalars/scalars?run=eval&tag=elbo")],
          "image_tags": sorted(get("/data/plugin/images/tags").get("eval", {}))}
-  entries = get("/data/plugin/images/images?run=eval&tag=eval/reconstructions")
+  entries = get("/data/plugin/images/images?run=eval&tag=reconstructions")
   out["image_steps"] = [e["step"] for e in entries]
   out["png"] = get("/data/plugin/images/individualImage?" + entries[-1]["query"], raw=True)[:8].hex()
   print(json.dumps(out))
@@ -219,11 +219,11 @@ def test_tensorboard_shows_scalars_and_images_from_the_gs_logdir(gcs, reference)
   out = gcs.python(TENSORBOARD_QUERY.replace("LOGDIR", f"gs://{BUCKET}/ref/tensorboard"),
                    timeout=240)
   seen = json.loads(out.strip().splitlines()[-1])
-  assert {"train/loss", "train/kl", "train/elbo"} <= set(seen["scalar_tags"]["train"])
-  assert {"eval/elbo", "eval/bits_per_dim"} <= set(seen["scalar_tags"]["eval"])
+  assert {"loss", "kl", "elbo"} <= set(seen["scalar_tags"]["train"])
+  assert {"elbo", "bits_per_dim"} <= set(seen["scalar_tags"]["eval"])
   assert seen["loss_steps"] == [2, 4, 6, 8, 10, 12]
   assert seen["elbo_steps"] == [12]
-  assert {"eval/reconstructions", "eval/prior_samples"} <= set(seen["image_tags"])
+  assert {"reconstructions", "prior_samples"} <= set(seen["image_tags"])
   assert seen["image_steps"] == [12]
   assert seen["png"] == "89504e470d0a1a0a"
 

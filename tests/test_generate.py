@@ -19,7 +19,7 @@ from vae_dist import checkpointing
 from vae_dist.tools import concepts
 from vae_dist.data import sources
 from vae_dist import generate
-from vae_dist import image_grid
+from vae_dist.viz import pictures
 from vae_dist import latent_paths
 from vae_dist.model import networks
 from vae_dist import plots
@@ -48,20 +48,45 @@ def _open(path):
   return image
 
 
-def _tile_size(n, cols, pad=1):
-  return image_grid.tiled_size(n, S, S, cols, pad)
+ZOOM = 3  # 28-pixel images are enlarged 3 times (to at least pictures.MIN_CELL = 64 pixels).
+PAD = 2  # White pixels between enlarged images.
+
+
+def _margins(row_labels=(), col_labels=()):
+  """(top, left): the label bands above the columns and left of the rows."""
+  left = max(pictures.text_size(t)[0] for t in row_labels) + 8 if row_labels else 0
+  top = max(pictures.text_size(t)[1] for t in col_labels) + 8 if col_labels else 0
+  return top, left
+
+
+def _size(n, cols, *, size=S, zoom=ZOOM, pad=PAD, row_labels=(), col_labels=()):
+  """(height, width) of n enlarged images in `cols` columns below and right of their labels."""
+  rows = -(-n // cols)
+  top, left = _margins(row_labels, col_labels)
+  cell = size * zoom
+  return top + rows * (cell + pad) - pad, left + cols * (cell + pad) - pad
+
+
+_Q5 = latent_paths.normal_quantiles(5)
+_T6 = np.linspace(0, 1, 6)
 
 
 @pytest.mark.parametrize("what, opts, size", [
-    ("samples", dict(num=10), _tile_size(10, 4)),
-    ("samples", dict(num=9, zoom=2), tuple(2 * v for v in _tile_size(9, 3))),
-    ("reconstructions", dict(num=5), _tile_size(10, 5)),
-    ("manifold", dict(grid=5), (5 * S, 5 * S)),
-    ("interpolation", dict(indices=(2, 3), steps=6), _tile_size(8, 8)),
+    ("samples", dict(num=10), _size(10, 4)),
+    ("samples", dict(num=9, zoom=2), tuple(2 * v for v in _size(9, 3))),
+    ("reconstructions", dict(num=5),
+     _size(10, 5, row_labels=("original", "reconstruction"),
+           col_labels=[f"#{i}" for i in range(5)])),
+    ("manifold", dict(grid=5),
+     _size(25, 5, pad=0, row_labels=[f"z1={q:.1f}" for q in _Q5],
+           col_labels=["z0=-1.6", "-0.7", "0.0", "0.7", "1.6"])),
+    ("interpolation", dict(indices=(2, 3), steps=6),
+     _size(8, 8, col_labels=["#2"] + [f"t={t:.2f}" for t in _T6] + ["#3"])),
     ("interpolation", dict(indices=(2, 3), steps=4, interpolation="spherical"),
-     _tile_size(6, 6)),
+     _size(6, 6, col_labels=["#2", "t=0.00", "t=0.33", "t=0.67", "t=1.00", "#3"])),
     ("attribute", dict(attribute="Sandal", indices=(0, 1, 2), alphas=(-1, 0, 1, 2)),
-     _tile_size(15, 5)),
+     _size(15, 5, row_labels=("#0", "#1", "#2"),
+           col_labels=("original", "alpha -1", "alpha +0", "alpha +1", "alpha +2"))),
     ("scatter", dict(dpi=50, size_inches=4), (200, 200)),
 ])
 def test_each_picture_is_a_png_of_the_expected_size(run, tmp_path, what, opts, size):
@@ -77,15 +102,38 @@ def test_each_picture_is_a_png_of_the_expected_size(run, tmp_path, what, opts, s
   assert not os.path.exists(out + ".tmp")
 
 
-def test_reconstructions_show_the_test_images_above_their_reconstructions(run, tmp_path):
+def test_default_pictures_are_readable_sizes(run, tmp_path):
+  """The sizes users complained of (231x57 reconstructions, 347x28 interpolation) are gone."""
+  for what in ("reconstructions", "interpolation", "samples"):
+    summary = generate.generate(run["workdir"], what, str(tmp_path / f"{what}.png"))
+    assert summary["height"] >= 64 + 2 * 8 and summary["width"] >= 500, summary
+
+
+def _ink(pixels):
+  """Pixels darker than mid-grey: text on the white label bands."""
+  return int((np.asarray(pixels, float) < 128).sum())
+
+
+def test_reconstructions_show_labelled_test_images_above_their_reconstructions(run, tmp_path):
   out = str(tmp_path / "r.png")
   generate.generate(run["workdir"], "reconstructions", out, opts=generate.Options(num=4))
   pixels = np.asarray(_open(out))
   images, _ = _split(run, "test")
+  top, left = _margins(("original", "reconstruction"), ["#0", "#1", "#2", "#3"])
+  cell = S * ZOOM
   for i in range(4):
-    top = pixels[:S, i * (S + 1):i * (S + 1) + S]
-    # The run thresholds at 0.5 (config.binarize='static').
-    np.testing.assert_array_equal(top, np.where(images[i] > 127, 255, 0))
+    x = left + i * (cell + PAD)
+    box = pixels[top:top + cell, x:x + cell]
+    # Enlarged 3 times, nearest neighbour: every third pixel is the image. The run thresholds
+    # at 0.5 (config.binarize='static').
+    np.testing.assert_array_equal(box[::ZOOM, ::ZOOM], np.where(images[i] > 127, 255, 0))
+    np.testing.assert_array_equal(box, np.repeat(np.repeat(box[::ZOOM, ::ZOOM], 3, 0), 3, 1))
+    assert _ink(pixels[:top, x:x + cell]) > 0, f"no label above column {i}"
+  for r in range(2):  # "original", "reconstruction" left of the two rows.
+    y = top + r * (cell + PAD)
+    assert _ink(pixels[y:y + cell, :left]) > 0, f"no label left of row {r}"
+  # The labels are the only ink outside the images: the bands hold nothing else.
+  assert _ink(pixels[:top, :left]) == 0
 
 
 def test_samples_follow_seed_and_temperature(run):
@@ -93,13 +141,13 @@ def test_samples_follow_seed_and_temperature(run):
   a = generate.samples(loaded, generate.Options(num=4, seed=1))
   b = generate.samples(loaded, generate.Options(num=4, seed=1))
   c = generate.samples(loaded, generate.Options(num=4, seed=2))
-  np.testing.assert_array_equal(a, b)
-  assert np.abs(a - c).max() > 0
+  np.testing.assert_array_equal(a.pixels, b.pixels)
+  assert np.abs(a.pixels - c.pixels).max() > 0
   # Temperature 0 puts every sample at z = 0: four copies of one image.
   cold = generate.samples(loaded, generate.Options(num=4, temperature=0.0))
-  np.testing.assert_allclose(cold[:S, :S], cold[S + 1:, S + 1:])
+  np.testing.assert_allclose(cold.image(0), cold.image(3))
   want = generate.decode_images(loaded.model, np.zeros([1, 2], np.float32))[0]
-  np.testing.assert_allclose(cold[:S, :S], want, atol=1e-6)
+  np.testing.assert_allclose(cold.image(0), want, atol=1e-6)
 
 
 def test_manifold_tiles_are_decodes_of_the_quantile_grid(run):
@@ -109,7 +157,7 @@ def test_manifold_tiles_are_decodes_of_the_quantile_grid(run):
   np.testing.assert_allclose(q, [-1.6448536, 0.0, 1.6448536], atol=1e-6)
   # Row 0, column 2: z = (q[2], q[0]) as in the TensorFlow tutorial.
   want = generate.decode_images(loaded.model, np.array([[q[2], q[0]]], np.float32))[0]
-  np.testing.assert_allclose(picture[:S, 2 * S:3 * S], want, atol=1e-6)
+  np.testing.assert_allclose(picture.image(2), want, atol=1e-6)
 
 
 def test_interpolation_starts_and_ends_at_the_latent_means(run):
@@ -118,7 +166,7 @@ def test_interpolation_starts_and_ends_at_the_latent_means(run):
   picture = generate.interpolation(loaded, generate.Options(indices=(4, 7), steps=3), builder)
   images = generate.eval_examples(builder, loaded.config, [4, 7])["image"]
   decoded = generate.decode_images(loaded.model, generate.encode_means(loaded.model, images))
-  tiles = [picture[:, i * (S + 1):i * (S + 1) + S] for i in range(5)]
+  tiles = [picture.image(i) for i in range(5)]
   np.testing.assert_allclose(tiles[0], images[0])
   np.testing.assert_allclose(tiles[4], images[1])
   np.testing.assert_allclose(tiles[1], decoded[0], atol=1e-5)
@@ -167,11 +215,11 @@ def test_attribute_strip_column_for_alpha_zero_is_the_reconstruction(run, tmp_pa
   assert concept.info["description"] == "label=Sandal"
   image = generate.eval_examples(builder, loaded.config, [3])["image"]
   z = generate.encode_means(loaded.model, image)
-  np.testing.assert_allclose(picture[:, :S], image[0])
-  np.testing.assert_allclose(picture[:, S + 1:2 * S + 1],
-                             generate.decode_images(loaded.model, z)[0], atol=1e-5)
+  np.testing.assert_allclose(picture.image(0), image[0])
+  np.testing.assert_allclose(picture.image(1), generate.decode_images(loaded.model, z)[0],
+                             atol=1e-5)
   shifted = generate.decode_images(loaded.model, z + 3.0 * concept.vector)[0]
-  np.testing.assert_allclose(picture[:, 2 * S + 2:], shifted, atol=1e-5)
+  np.testing.assert_allclose(picture.image(2), shifted, atol=1e-5)
 
 
 def test_unknown_attribute_and_attribute_without_examples_are_clear_errors(run):
@@ -270,7 +318,7 @@ def test_cli_writes_a_gif_with_one_frame_per_checkpoint(run, tmp_path):
   assert gif.format == "GIF"
   assert gif.n_frames == trained_run_fixture.NUM_CHECKPOINTS == len(
       trained_run.committed_steps(run["workdir"]))
-  side = 2 * (2 * (S + 1) - 1)
+  side = 2 * _size(4, 2)[0]  # Two by two samples, enlarged, then --zoom=2.
   assert gif.size == (side, side + 12)  # A 12-pixel caption band on top.
   frames = []
   for i in range(gif.n_frames):
@@ -315,7 +363,9 @@ def test_cartoon_attributes_rgb_pictures_and_scatter_by_attribute(cartoon_run, t
   image = _open(summary["out"])
   assert image.mode == "RGB"
   # The test split (10% of 30, by hash) has 3 images: 3 rows of original + 2 alphas at 32x32.
-  assert image.size == image_grid.tiled_size(9, 32, 32, 3)[::-1]
+  # 32-pixel images are enlarged twice (to 64 pixels).
+  assert image.size == _size(9, 3, size=32, zoom=2, row_labels=("#0", "#1", "#2"),
+                             col_labels=("original", "alpha -1", "alpha +1"))[::-1]
   info = summary["concept"]
   hair = [e["attributes"]["hair"] for e in written["examples"].values()]
   assert info["examples"] == 27 and info["split"] == "train"
@@ -332,3 +382,13 @@ def test_cartoon_attributes_rgb_pictures_and_scatter_by_attribute(cartoon_run, t
   with pytest.raises(concepts.AttributeSpecError, match="hair_color"):
     generate.generate(workdir, "scatter", str(tmp_path / "t.png"),
                       opts=generate.Options(color_by="smile"))
+
+
+def test_a_gif_of_one_checkpoint_warns(cartoon_run, tmp_path, caplog):
+  workdir, _ = cartoon_run
+  with caplog.at_level("WARNING"):
+    summary = generate.generate(workdir, "gif", str(tmp_path / "one.gif"),
+                                opts=generate.Options(num=4))
+  assert summary["frames"] == 1
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any("The GIF has one frame" in w and "does not move" in w for w in warnings), warnings

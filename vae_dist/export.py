@@ -27,7 +27,9 @@ Signatures (S = image size, C = channels, L = latent_dim; all in EXPORT_DIR/vae_
                alg="philox"), the same on every machine
   temperature  float32 scalar >= 0
 
-reconstruct decodes the posterior mean (z = mean), as training's image summaries do. BatchNorm
+Inputs of another shape (e.g. one unbatched [S, S, C] image) raise InvalidArgumentError naming
+the expected shape (see checked()). reconstruct decodes the posterior mean (z = mean), as
+training's image summaries do. BatchNorm
 layers use their moving statistics (inference mode) everywhere.
 
 Next to saved_model.pb the export holds README.md (this table, for the run), vae_export.json
@@ -105,14 +107,37 @@ def signature_docs(config: ml_collections.ConfigDict) -> dict:
   }
 
 
+def checked(tensor, name: str, expected: list, what: str):
+  """`tensor`, once it is known to have the shape `expected` (None = any size); else the call
+  fails with InvalidArgumentError naming the expected and the given shape.
+
+  The signatures' TensorSpecs alone do not stop a wrong shape: a loaded signature runs whatever
+  it is given, and one unbatched [S, S, C] image reached oneDNN's convolution, whose failed check
+  ends the process. The check compares the shape as text ("7x28x28x1" against
+  "[0-9]+x28x28x1"): it works for any rank, and since the batch size is not known when the
+  graph is built, no graph optimisation can fold it away.
+  """
+  pattern = "x".join("[0-9]+" if d is None else str(d) for d in expected)
+  shown = "[" + ", ".join("N" if d is None else str(d) for d in expected) + "]"
+  given = tf.strings.reduce_join(tf.strings.as_string(tf.shape(tensor)), separator="x")
+  ok = tf.strings.regex_full_match(given, pattern)
+  check = tf.debugging.Assert(
+      ok, [f"{name} must be float32 {shown} ({what}); got shape", tf.shape(tensor)],
+      summarize=8, name=f"check_{name}_shape")  # The whole shape, not its first 3 numbers.
+  with tf.control_dependencies([check]):
+    return tf.identity(tensor)
+
+
 class VaeModule(tf.Module):
-  """The run's VAE behind four tf.functions with fixed input signatures."""
+  """The run's VAE behind four tf.functions with fixed input signatures and checked shapes."""
 
   def __init__(self, model, config: ml_collections.ConfigDict):
     super().__init__(name="vae")
     self.model = model  # Tracked: its variables are saved with the module.
     s, c, latent = config.image_size, config.channels, config.latent_dim
     self.latent_dim = latent
+    self.image_shape = [None, s, s, c]
+    self.image_what = (f"a batch of {s}x{s}x{c} images; one image x is x[None]")
     images = tf.TensorSpec([None, s, s, c], tf.float32, name="images")
     self.encode = tf.function(self._encode, input_signature=[images])
     self.decode = tf.function(
@@ -125,10 +150,12 @@ class VaeModule(tf.Module):
     self.reconstruct = tf.function(self._reconstruct, input_signature=[images])
 
   def _encode(self, images):
+    images = checked(images, "images", self.image_shape, self.image_what)
     mean, logvar = self.model.encode(images, training=False)
     return {"mean": mean, "logvar": logvar}
 
   def _decode(self, z):
+    z = checked(z, "z", [None, self.latent_dim], f"a batch of {self.latent_dim}-D latent points")
     logits = self.model.decode(z, training=False)
     return {"image": tf.sigmoid(logits), "logits": logits}
 
@@ -145,6 +172,33 @@ class VaeModule(tf.Module):
   def signatures(self) -> dict:
     return {name: getattr(self, name).get_concrete_function()
             for name in ("encode", "decode", "sample", "reconstruct")}
+
+
+def preprocessing(source: dict) -> list:
+  """README lines: how to turn a picture into the `images` input this run was trained on."""
+  s, c = source["image_size"], source["channels"]
+  steps = [
+      f"1. Make it {s}x{s} pixels with {c} channel{'s' if c > 1 else ''} "
+      f"({'grayscale' if c == 1 else 'RGB'}), as the run's data pipeline did (config.json: "
+      "`crop`, `resize_method`).",
+      "2. Scale the 8-bit pixels to [0, 1]: `x = pixels.astype('float32') / 255`.",
+  ]
+  binarize = source.get("binarize", "none")
+  if binarize == "static":
+    steps.append("3. Binarise at 0.5, as training did (`config.binarize = 'static'`, the "
+                 "TensorFlow CVAE tutorial's recipe): `x = (x > 0.5).astype('float32')`. The "
+                 "model has only seen 0s and 1s.")
+  elif binarize == "dynamic":
+    steps.append("3. Training binarised each pixel by a random draw (`config.binarize = "
+                 "'dynamic'`: 1 with probability x). Feed such a draw, "
+                 "`x = (np.random.uniform(size=x.shape) < x).astype('float32')`, or x itself "
+                 "(its expected value).")
+  else:
+    steps.append("3. Nothing more: training fed these [0, 1] values (`config.binarize = "
+                 "'none'`).")
+  steps.append(f"4. Batch it: one image is `x[None]`, shape [1, {s}, {s}, {c}]. Any other shape "
+               "is refused with an InvalidArgumentError naming the expected one.")
+  return ["## Preprocessing: what `images` must be", ""] + steps + [""]
 
 
 def readme(info: dict) -> str:
@@ -169,7 +223,7 @@ def readme(info: dict) -> str:
       "attributes of the loaded object (`m.encode(images)`, positional arguments in the order "
       "below). BatchNorm layers use their moving statistics.",
       "",
-  ]
+  ] + preprocessing(src)
   for name, sig in info["signatures"].items():
     lines += [f"## `{name}`", "", sig["doc"], "", "| | name | dtype | shape | values |",
               "| --- | --- | --- | --- | --- |"]

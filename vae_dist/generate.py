@@ -23,12 +23,16 @@ Images are the likelihood's mean (sigmoid of the decoder output). --step picks a
 <workdir>/generated/<what>_step<step>.png (.gif). Concept vectors are saved to
 <workdir>/concept_vectors/step_<step>/<name>.npy with <name>.json (counts, split, norm) and reused.
 
-Grids have 1-pixel white lines between images (none for the manifold); --zoom=N enlarges the
-picture N times. Sizes, for S x S images: samples ceil(sqrt(num)) columns; reconstructions
-2 rows x num; interpolation 1 row x (steps + 2); attribute len(indices) rows x (1 + len(alphas)).
+Pictures are drawn by vae_dist/viz/pictures.py, as TensorBoard's are: each image enlarged by an
+integer factor (nearest neighbour) to at least 64 pixels high while the picture stays within 1600
+pixels, 2-pixel white lines between images (none for the manifold), and labels: reconstructions'
+rows (original, reconstruction) and test indices, interpolation's t, attribute's alphas, the
+manifold's latent values. --zoom=N enlarges the result N times more. Layout: samples
+ceil(sqrt(num)) columns; reconstructions 2 rows x num; interpolation 1 row x (steps + 2);
+attribute len(indices) rows x (1 + len(alphas)). A GIF of a run with one checkpoint warns that it
+has one frame.
 """
 import dataclasses
-import math
 import os
 from typing import Optional, Sequence
 
@@ -48,6 +52,7 @@ from vae_dist.data import split_examples
 from vae_dist import tool_cli
 from vae_dist.tools import trained_run
 from vae_dist.errors import DamagedCheckpointError
+from vae_dist.viz import pictures
 from vae_dist.tool_cli import UsageError
 
 WHATS = ("samples", "reconstructions", "manifold", "interpolation", "scatter", "attribute", "gif")
@@ -176,20 +181,20 @@ def _indices(opts: Options, default: Sequence[int], builder, config,
 # ---- the pictures -------------------------------------------------------------------------------
 
 
-def samples(run, opts: Options) -> np.ndarray:
+def samples(run, opts: Options) -> pictures.Picture:
   num = opts.num or 64
   z = latent_paths.prior_noise(num, run.config.latent_dim, opts.seed, opts.temperature)
-  return image_grid.tile(decode_images(run.model, z), cols=math.ceil(math.sqrt(num)))
+  return pictures.samples(decode_images(run.model, z))
 
 
-def reconstructions(run, opts: Options, builder) -> np.ndarray:
+def reconstructions(run, opts: Options, builder) -> pictures.Picture:
   indices = _indices(opts, range(opts.num or 8), builder, run.config)
   images = eval_examples(builder, run.config, indices)["image"]
   recon = decode_images(run.model, encode_means(run.model, images))
-  return image_grid.side_by_side(images, recon)
+  return pictures.reconstructions(images, recon, indices)
 
 
-def manifold(run, opts: Options) -> np.ndarray:
+def manifold(run, opts: Options) -> pictures.Picture:
   latent_dim = run.config.latent_dim
   dims = tuple(opts.dims)
   if latent_dim > 1 and (len(dims) != 2 or len(set(dims)) != 2 or
@@ -203,10 +208,12 @@ def manifold(run, opts: Options) -> np.ndarray:
     z = latent_paths.manifold_grid(opts.grid, latent_dim, dims, low, high)
   except ValueError as e:
     raise UsageError(f"--quantiles: {e}.") from None
-  return image_grid.tile(decode_images(run.model, z), cols=opts.grid, pad=0)
+  q = latent_paths.normal_quantiles(opts.grid, low, high)
+  return pictures.manifold(decode_images(run.model, z), opts.grid, col_values=q,
+                           row_values=q if latent_dim > 1 else None, dims=dims)
 
 
-def interpolation(run, opts: Options, builder) -> np.ndarray:
+def interpolation(run, opts: Options, builder) -> pictures.Picture:
   a, b = _indices(opts, (0, 1), builder, run.config, count=2)
   images = eval_examples(builder, run.config, [a, b])["image"]
   za, zb = encode_means(run.model, images)
@@ -219,8 +226,8 @@ def interpolation(run, opts: Options, builder) -> np.ndarray:
     z = latent_paths.slerp(za, zb, ts)
   else:
     raise UsageError(f"--interpolation={opts.interpolation!r}: use linear or spherical.")
-  row = np.concatenate([images[:1], decode_images(run.model, z), images[1:]], axis=0)
-  return image_grid.tile(row, cols=len(row))
+  return pictures.interpolation(images[0], decode_images(run.model, z), images[1], ts,
+                                ends=(a, b))
 
 
 def latents_and_features(run, builder, split, max_examples):
@@ -303,8 +310,7 @@ def attribute(run, opts: Options, builder) -> tuple:
   shifted = z[:, None, :] + alphas[None, :, None] * concept.vector[None, None, :]
   decoded = decode_images(run.model, shifted.reshape(-1, z.shape[1]))
   decoded = decoded.reshape(len(images), len(alphas), *decoded.shape[1:])
-  rows = np.concatenate([images[:, None], decoded], axis=1)
-  return image_grid.tile(rows.reshape(-1, *rows.shape[2:]), cols=1 + len(alphas)), concept
+  return pictures.attribute(images, decoded, alphas, indices), concept
 
 
 def gif_frames(run, opts: Options) -> list:
@@ -319,7 +325,7 @@ def gif_frames(run, opts: Options) -> list:
       # One frame less beats no GIF: the step is damaged, or retention deleted it meanwhile.
       logging.warning("No frame for step %d: %s", step, e)
       continue
-    grid = image_grid.tile(decode_images(run.model, z), cols=math.ceil(math.sqrt(num)))
+    grid = pictures.samples(decode_images(run.model, z)).pixels
     frames.append(image_files.with_caption(
         image_files.to_pil(image_grid.zoom(grid, opts.zoom)), f"step {step}"))
   return frames
@@ -363,6 +369,13 @@ def generate(workdir: str, what: str, out: Optional[str] = None, step: Optional[
   summary = {"what": what, "step": run.step, "out": out}
   if what == "gif":
     frames = gif_frames(run, opts)
+    if not frames:
+      raise DamagedCheckpointError(f"{workdir}: no committed checkpoint could be restored; "
+                                   "the GIF would have no frame.")
+    if len(frames) == 1:
+      logging.warning("The GIF has one frame (step %s): it does not move. It needs a run with "
+                      "several committed checkpoints (config.checkpoint_every_steps, "
+                      "config.max_to_keep).", trained_run.committed_steps(workdir))
     image_files.write_gif(out, frames, opts.frame_ms)
     summary.update(width=frames[0].width, height=frames[0].height, frames=len(frames),
                    steps=trained_run.committed_steps(workdir))
@@ -386,6 +399,7 @@ def generate(workdir: str, what: str, out: Optional[str] = None, step: Optional[
     else:
       picture, concept = attribute(run, opts, builder)
       summary["concept"] = concept.info
+  picture = picture.pixels
   if max(picture.shape[:2]) * opts.zoom > MAX_SIDE_PIXELS:
     raise UsageError(f"--zoom={opts.zoom} makes a {picture.shape[1] * opts.zoom} x "
                      f"{picture.shape[0] * opts.zoom} picture; at most {MAX_SIDE_PIXELS} pixels "

@@ -1,5 +1,9 @@
 """Where a run's numbers and pictures go: metrics.jsonl and TensorBoard runs `train` and `eval`.
 
+Keys are written to metrics.jsonl as given ("train/elbo", "eval/elbo"); in TensorBoard the prefix
+names the run and the rest is the tag ("elbo" in run `train` and in run `eval`), so the train and
+eval curves of one quantity share a chart, as Keras' train and validation runs do.
+
 Only the chief writes; other workers get a writer that does nothing, so callers need no checks.
 Everything is written from the host between host loops, never from inside a step.
 
@@ -164,8 +168,13 @@ class MetricWriter:
     yield
 
   @staticmethod
-  def _run_of(tag: str) -> str:
-    return "eval" if tag.startswith("eval/") else "train"
+  def _run_and_tag(key: str) -> tuple:
+    """'eval/elbo' -> ('eval', 'elbo'); 'train/elbo' -> ('train', 'elbo'); other keys go to the
+    train run unchanged."""
+    run, _, rest = key.partition("/")
+    if run in ("train", "eval") and rest:
+      return run, rest
+    return "train", key
 
   def write_scalars(self, step: int, scalars: dict) -> None:
     if not self.enabled:
@@ -178,57 +187,69 @@ class MetricWriter:
     else:
       with open(self.jsonl_path, "a") as f:
         f.write(line + "\n")
-    for tag, value in scalars.items():
-      with self._target(self._run_of(tag), step):
+    for key, value in scalars.items():
+      run, tag = self._run_and_tag(key)
+      with self._target(run, step):
         tf.summary.scalar(tag, float(value))
 
   def write_images(self, step: int, images: dict) -> None:
     """images: tag -> float [N, H, W, C] in [0, 1] or uint8."""
     if not self.enabled:
       return
-    for tag, value in images.items():
+    for key, value in images.items():
       value = np.asarray(value)
       if value.dtype != np.uint8:
         value = np.clip(value, 0.0, 1.0)
-      with self._target(self._run_of(tag), step):
+      run, tag = self._run_and_tag(key)
+      with self._target(run, step):
         tf.summary.image(tag, value, max_outputs=value.shape[0])
 
   def write_histograms(self, step: int, histograms: dict) -> None:
     if not self.enabled:
       return
-    for tag, value in histograms.items():
-      with self._target(self._run_of(tag), step):
+    for key, value in histograms.items():
+      run, tag = self._run_and_tag(key)
+      with self._target(run, step):
         tf.summary.histogram(tag, np.asarray(value))
 
   def write_text(self, step: int, texts: dict) -> None:
     if not self.enabled:
       return
-    for tag, value in texts.items():
-      with self._target(self._run_of(tag), step):
+    for key, value in texts.items():
+      run, tag = self._run_and_tag(key)
+      with self._target(run, step):
         tf.summary.text(tag, value)
 
-  def write_graph(self, graph) -> None:
-    """The train step's graph (a tf.Graph or concrete function's graph) for the Graphs tab."""
+  def write_graph(self, graph, run: str = "train") -> None:
+    """A graph (a tf.Graph or a concrete function's graph) as `run`'s graph in the Graphs tab."""
     if not self.enabled:
       return
-    with self._target("train", 0):
+    with self._target(run, 0):
       tf.summary.graph(graph)
 
-  def write_hparams(self, hparams: dict, metric_tags) -> None:
-    """The HParams tab's session for this run: config values, and which eval scalars compare.
+  def write_hparams(self, hparams: dict, trial_id: str) -> None:
+    """The HParams tab's session for this run: its hyperparameters, under a unique trial id.
 
     Written into the `eval` run, where the metrics are: the plugin looks for a session's metrics
     under <session>/<group>, which a session in the logdir's root ('.') never matches. So the
     tab works both on this run's logdir and on a parent folder holding many runs.
+
+    No experiment summary (hp.hparams_config) is written: with one, TensorBoard 2.21 takes the
+    first it finds as the whole experiment (one run's domains, and `differs` never set, so the
+    columns that differ between runs are not the ones shown). Without it, the plugin builds the
+    experiment from every run's session: each hparam's type from its values (bool, number,
+    string), its domain (the strings and bools seen, the numbers' interval), `differs` when
+    runs disagree, and the metrics from the eval run's scalars.
+
+    Args:
+      hparams: name -> bool, int, float or str.
+      trial_id: the session group's name; sessions with the same one collapse into one row.
     """
     if not self.enabled:
       return
     from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
     with self._target("eval", 0):
-      hp.hparams_config(
-          hparams=[hp.HParam(name) for name in hparams],
-          metrics=[hp.Metric(tag, display_name=tag) for tag in metric_tags])
-      hp.hparams(hparams, trial_id=os.path.basename(os.path.dirname(self.logdir.rstrip("/"))))
+      hp.hparams(hparams, trial_id=trial_id)
 
   def flush(self, *, metrics_now: bool = False, force: bool = False) -> None:
     """Flushes what was written; on object stores at most every FLUSH_SECONDS unless `force`.

@@ -7,18 +7,77 @@ summaries is a number, not a guess.
 """
 import os
 import time
+import uuid
 
 from absl import logging
 import ml_collections
 import tensorflow as tf
 
+from vae_dist import fileio
 from vae_dist import metric_writers
 from vae_dist import summary_images
 
 HPARAMS = ("dataset", "image_size", "channels", "latent_dim", "likelihood", "binarize", "beta",
            "kl_warmup_steps", "batch_size", "optimizer", "learning_rate", "lr_schedule",
            "strategy", "mixed_precision", "jit_compile", "steps_per_loop", "seed")
-EVAL_METRICS = ("eval/elbo", "eval/recon", "eval/kl", "eval/bits_per_dim", "eval/active_units")
+
+
+def typed_hparams(config: ml_collections.ConfigDict, names) -> dict:
+  """name -> the config value as the HParams plugin types it: bool, number or string.
+
+  None, tuples and other values become their text, so every run gives a field the same type
+  (the plugin falls back to a string column when runs disagree on a field's type).
+  """
+  out = {}
+  for name in names:
+    value = config[name]
+    if isinstance(value, (bool, int, float, str)):
+      out[name] = value
+    else:
+      out[name] = str(value)
+  return out
+
+
+def trial_id(workdir: str) -> str:
+  """The run's unique id in the HParams tab: 'parent/base (full path or URL, random tag)'.
+
+  The plugin makes one row per trial id, so the workdir's base name alone would merge
+  `a/seed0` and `b/seed0`. The table cuts long ids short, so the id starts with the workdir's
+  last two names (what tells runs of one sweep apart), then the full path or URL; the random tag
+  keeps apart runs written at the same path on different machines and gathered under one
+  logdir later. It is written once, at the run's first start, into the event file: a resume
+  does not write it again, and moving the directory moves it along.
+  """
+  where = (workdir if not fileio.is_local(workdir) else os.path.abspath(workdir)).rstrip("/")
+  parent, base = os.path.split(where)
+  short = f"{os.path.basename(parent)}/{base}" if os.path.basename(parent) else base
+  return f"{short} ({where}, {uuid.uuid4().hex[:8]})"
+
+
+def forward_graph(model, config: ml_collections.ConfigDict):
+  """The graph of the model's forward pass (encode, sample z, decode), for the Graphs tab.
+
+  Traced, never run, on a [batch, S, S, C] input. Returns None (with a warning) if tracing fails
+  on this strategy: the graph is a picture, not worth stopping a run for.
+  """
+  spec = tf.TensorSpec([None, config.image_size, config.image_size, config.channels],
+                       tf.float32, name="images")
+
+  def forward(images):
+    with tf.name_scope("encode"):
+      mean, logvar = model.encode(images, training=False)
+    with tf.name_scope("sample_z"):
+      z = mean + tf.exp(0.5 * logvar) * tf.random.normal(tf.shape(mean))
+    with tf.name_scope("decode"):
+      logits = model.decode(z, training=False)
+    with tf.name_scope("likelihood_mean"):
+      return tf.sigmoid(logits)
+
+  try:
+    return tf.function(forward, input_signature=[spec]).get_concrete_function().graph
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("TensorBoard gets no graph of the model (tracing it failed: %s).", e)
+    return None
 
 
 class Throughput:
@@ -65,6 +124,16 @@ class Throughput:
     return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
 
+def profile_plugin_note() -> str:
+  """'' when TensorBoard can show profiles here, else what to install so that it can."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if importlib.util.find_spec("xprof") or importlib.util.find_spec("tensorboard_plugin_profile"):
+    return ""
+  return (" TensorBoard shows it only with the profile plugin: pip install "
+          "'tensorboard-plugin-profile>=2.20' (or this package's extra: pip install "
+          "'vae_dist[profile]').")
+
+
 def _timed(method):
   """Adds the method's wall time to self.seconds."""
 
@@ -93,6 +162,8 @@ class RunSummaries:
   def __init__(self, *, config: ml_collections.ConfigDict, workdir: str, chief: bool, strategy,
                model, builder, num_replicas: int, total_steps: int):
     self.config = config
+    self.workdir = workdir
+    self.model = model
     self.total_steps = total_steps
     self.chief = chief
     self.writer = metric_writers.MetricWriter(workdir=workdir, enabled=chief)
@@ -104,7 +175,11 @@ class RunSummaries:
 
   @_timed
   def start(self, start_step: int, train_graph) -> None:
-    """Config text, train-step graph and hyperparameters, once per run (not on resume)."""
+    """Config text, graphs and hyperparameters, once per run (not on resume).
+
+    The `train` run's graph is the host loop (`train_graph`, as traced by the trainer); the
+    `eval` run's graph is the model's forward pass, the one a user looks for in the Graphs tab.
+    """
     if not self.chief:
       return
     if start_step > 0:
@@ -113,10 +188,14 @@ class RunSummaries:
     config = self.config
     self.writer.write_text(0, {"config": "```\n" + config.to_json_best_effort(indent=2) +
                                          "\n```"})
-    self.writer.write_graph(train_graph)
-    hparams = {name: config[name] for name in HPARAMS}
+    self.writer.write_graph(train_graph, run="train")
+    if self.model is not None:
+      model_graph = forward_graph(self.model, config)
+      if model_graph is not None:
+        self.writer.write_graph(model_graph, run="eval")
+    hparams = typed_hparams(config, HPARAMS)
     hparams["num_replicas"] = self.num_replicas
-    self.writer.write_hparams(hparams, EVAL_METRICS)
+    self.writer.write_hparams(hparams, trial_id(self.workdir))
     self.writer.flush(force=True)
 
   @_timed
@@ -146,14 +225,15 @@ class RunSummaries:
       return
     first, last = self.config.profile_steps
     if not self._profiling and first <= step < last:
-      logging.info("Profiling from step %d to %d into %s.", step, last, logdir)
+      logging.info("Profiling from step %d to %d into %s.%s", step, last, logdir,
+                   profile_plugin_note())
       tf.profiler.experimental.start(logdir)
       self._profiling = True
     elif self._profiling and step >= last:
       tf.profiler.experimental.stop()
       self._profiling = False
-      logging.info("Profile written to %s (TensorBoard's Profile tab).",
-                   os.path.join(logdir, "plugins", "profile"))
+      logging.info("Profile written to %s (TensorBoard's Profile tab).%s",
+                   os.path.join(logdir, "plugins", "profile"), profile_plugin_note())
 
   @_timed
   def flush(self, step: int) -> None:

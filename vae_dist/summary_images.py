@@ -1,4 +1,5 @@
-"""The pictures a run shows in TensorBoard at each evaluation.
+"""The pictures a run shows in TensorBoard at each evaluation (drawn by viz/pictures.py, as
+`generate`'s are: enlarged and labelled).
 
 Reconstructions of fixed test images, decoded fixed prior noise (comparable across steps), an
 interpolation strip between two test images, and with a 2-D latent space the decoded latent grid
@@ -11,10 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from vae_dist.data import sources
-from vae_dist import image_grid
 from vae_dist.data import input_pipeline
 from vae_dist import latent_paths
 from vae_dist import plots
+from vae_dist.viz import pictures
 
 _INTERPOLATION_STEPS = 10
 _MANIFOLD_SIZE = 15
@@ -83,23 +84,23 @@ class SummaryImages:
     n = self.config.num_image_examples
     images = self.images[:n]
     out = {
-        "eval/reconstructions":
-            image_grid.side_by_side(images, self.decode(self.encode(images))),
-        "eval/prior_samples":
-            image_grid.tile(self.decode(self.prior_noise),
-                            cols=int(np.ceil(np.sqrt(len(self.prior_noise))))),
+        "eval/reconstructions": pictures.reconstructions(images, self.decode(self.encode(images))),
+        "eval/prior_samples": pictures.samples(self.decode(self.prior_noise)),
     }
     # A tiny eval split (an image folder of a few files) may hold a single image: no
     # interpolation then, rather than no evaluation at all.
     if len(self.images) >= 2:
       ends = self.encode(self.images[:2])
-      path = latent_paths.lerp(ends[0], ends[1], np.linspace(0.0, 1.0, _INTERPOLATION_STEPS))
-      strip = np.concatenate([self.images[:1], self.decode(path), self.images[1:2]])
-      out["eval/interpolation"] = image_grid.tile(strip, cols=len(strip))
+      ts = np.linspace(0.0, 1.0, _INTERPOLATION_STEPS)
+      path = latent_paths.lerp(ends[0], ends[1], ts)
+      out["eval/interpolation"] = pictures.interpolation(self.images[0], self.decode(path),
+                                                         self.images[1], ts)
     if self.two_d:
-      out["eval/latent_grid"] = image_grid.tile(self.decode(self.grid), cols=_MANIFOLD_SIZE)
+      q = latent_paths.normal_quantiles(_MANIFOLD_SIZE)
+      out["eval/latent_grid"] = pictures.manifold(self.decode(self.grid), _MANIFOLD_SIZE,
+                                                  col_values=q, row_values=q)
       png = plots.scatter_png(
           self.encode(self.scatter_images), self.scatter_labels, self.label_names,
           title=f"test latent means at step {step}", size_inches=5.0, dpi=80)
       out["eval/latent_scatter"] = tf.io.decode_png(png, channels=3).numpy()
-    return {tag: image[None] for tag, image in out.items()}
+    return {tag: getattr(image, "pixels", image)[None] for tag, image in out.items()}
