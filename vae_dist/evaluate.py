@@ -7,7 +7,7 @@ Computes, over the whole eval split (config.eval_split, every example exactly on
   iwae   the importance-weighted bound L_K on log p(x) with K = --num_samples (default 1000),
          see vae_dist/model/iwae.py; elbo <= iwae <= log p(x) in expectation;
 
-both in nats per image and in bits per dimension (objective.bits_per_dim). The result is written as
+both in nats per image and in bits per dimension (objective.Likelihood.bits_per_dim). The result is written as
 JSON to <workdir>/evaluations/step_<step>_k<K>.json (or --out), through a temporary file and a
 rename, and printed.
 
