@@ -22,7 +22,7 @@ from vae_dist import evaluate
 from vae_dist import likelihood
 from vae_dist import objective
 from vae_dist import split_examples
-from vae_dist import tool_cli
+from vae_dist import cli as tool_cli
 from vae_dist import trained_run
 
 N_TEST = trained_run_fixture.NUM_TEST

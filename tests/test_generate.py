@@ -23,7 +23,7 @@ from vae_dist import image_grid
 from vae_dist import latent_paths
 from vae_dist import models
 from vae_dist import plots
-from vae_dist import tool_cli
+from vae_dist import cli as tool_cli
 from vae_dist import trained_run
 
 S = 28  # Image size of the run.

@@ -42,9 +42,9 @@ from vae_dist import likelihood
 from vae_dist import objective
 from vae_dist import run_files
 from vae_dist import steps
-from vae_dist import tool_cli
+from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
 from vae_dist import trained_run
-from vae_dist.tool_cli import UsageError
+from vae_dist.cli import UsageError
 
 EVALUATIONS_SUBDIR = "evaluations"
 
@@ -266,6 +266,11 @@ def main(argv):
   print(json.dumps(result, indent=2, sort_keys=True), flush=True)
 
 
-if __name__ == "__main__":
+def run():
+  """The vae-dist-evaluate console script."""
   define_flags()
-  tool_cli.run(main)
+  tool_cli.run(main, description=__doc__)
+
+
+if __name__ == "__main__":
+  run()

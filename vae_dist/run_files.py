@@ -23,6 +23,8 @@ MANAGED = {
     "config_history.jsonl": ("file", "the history of the run's config"),
     "metrics.jsonl": ("file", "the run's metrics"),
     "final_metrics.json": ("file", "the run's final evaluation"),
+    "run_info.json": ("file", "the versions, git commit and host of each start of the run"),
+    "model_summary.txt": ("file", "the model's summary and parameter count"),
     "lock": ("file", "the run's lock"),
 }
 # Enough to call a directory a training run's workdir (an export holds a config.json too, so

@@ -24,7 +24,9 @@ from vae_dist import input_pipeline
 from vae_dist import memory_estimate
 from vae_dist import models
 from vae_dist import preemption
+from vae_dist import progress
 from vae_dist import run_files
+from vae_dist import run_info
 from vae_dist import run_summaries
 from vae_dist import steps
 from vae_dist import workdir_lock
@@ -201,6 +203,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
     if history is not None:
       config_changes.record(workdir, history, start_step)
     fileio.write_text_atomic(config_path, config.to_json_best_effort(indent=2, sort_keys=True))
+  started = run_info.record(workdir, model, write=chief)  # Versions, git commit, host.
 
   num_pipelines = distribution.num_input_pipelines(strategy)
   train_iter = iter(
@@ -223,6 +226,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
       "tensorflow_version": tf.__version__,
       "vae_dist_version": vae_dist.__version__,
       "config_hash": config_hash(config),
+      "run": started,
   }
   watch = preemption.PreemptionWatch(address=preemption.metadata_address())
   watch.start()
@@ -232,6 +236,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   last_eval_step = -1
   current = start_step
   timer = run_summaries.Throughput(config.batch_size, start_step, total_steps)
+  shown = progress.LoopProgress(start_step, total_steps) if chief else None
   profile_dir = os.path.join(workdir, "tensorboard", "train")
   try:
     while current < total_steps:
@@ -241,6 +246,8 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
       status = trainer.run_loop(train_iter, n)  # The only host sync of a loop.
       current = status.step
       timer.stop(current, n)
+      if shown:
+        shown.update(current)
       # Non-finite steps: with config.skip_nonfinite_steps they are skipped and reported, and
       # the run stops only at that many in a row; with 0, at the first one.
       skipped = trainer.new_skipped_steps(status)
