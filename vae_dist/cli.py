@@ -270,6 +270,9 @@ def parse_flags(argv, description: str = "", help_extra: str = ""):
       _usage_error(message)
     if not isinstance(e, (AttributeError, KeyError, TypeError, ValueError)):
       raise
+    if config_file and "has no attribute 'get_config'" in str(e):
+      _usage_error(f"--config={config_file}: the file defines no get_config(); a config file "
+                   "defines get_config(arg=None) returning the config (see configs/mnist.py).")
     _usage_error(_override_error(e))
   console.quiet_python_logging(FLAGS["verbosity"].present)
   return rest

@@ -10,7 +10,8 @@ import sys
 import time
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+  """'1:02:03', '2:03' (h:mm:ss, m:ss)."""
   seconds = int(max(0, seconds))
   hours, rest = divmod(seconds, 3600)
   return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
@@ -36,7 +37,7 @@ class LoopProgress:
       self._first = (now, step)
     elif step > self._first[1]:
       rate = (step - self._first[1]) / max(now - self._first[0], 1e-9)
-      text += f"  {rate:.1f} steps/s  ETA {_clock((self.total - step) / rate)}"
+      text += f"  {rate:.1f} steps/s  ETA {clock((self.total - step) / rate)}"
     return text
 
   def update(self, step: int) -> None:
