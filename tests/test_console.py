@@ -15,6 +15,7 @@ import pytest
 
 import cli
 from conftest import load_config
+import trained_run_fixture
 from vae_dist import config_checks
 from vae_dist import preemption
 
@@ -190,3 +191,29 @@ def test_cadences_need_no_arithmetic(tmp_path, data):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "(1 steps per host loop)" in proc.stderr
   assert [r["step"] for r in cli.read_metrics(workdir) if "train/loss" in r] == [3, 6, 9, 12]
+
+
+def test_ctrl_c_during_evaluate_is_one_line(tmp_path, tmp_path_factory):
+  run = trained_run_fixture.shared_run(tmp_path_factory)
+  out = str(tmp_path / "iwae.json")
+  log = tmp_path / "stderr.txt"
+  with open(log, "w") as err:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vae_dist.evaluate", f"--workdir={run['workdir']}",
+         "--num_samples=200000", f"--out={out}"], cwd=cli.ROOT, env=_user_env(),
+        stdout=subprocess.DEVNULL, stderr=err)
+    try:
+      deadline = time.time() + 240
+      while "Batch: global" not in log.read_text():  # Evaluating: past start-up.
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+      proc.send_signal(signal.SIGINT)
+      proc.wait(timeout=120)
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+  text = log.read_text()
+  assert proc.returncode == 130, text[-3000:]
+  assert "Interrupted (Ctrl-C)" in text and "Traceback" not in text
+  assert not os.path.exists(out)

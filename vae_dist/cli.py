@@ -302,7 +302,7 @@ def guarded(main):
       # Ctrl-C where no loop could save at a boundary (preparing data, loading, ...): nothing
       # half-written is left (every write of a run is atomic), so stop quietly.
       signal.signal(signal.SIGINT, signal.SIG_DFL)
-      print("Interrupted (Ctrl-C); nothing was saved by this command since its last checkpoint.",
+      print("Interrupted (Ctrl-C); stopped without finishing, nothing was left half-written.",
             file=sys.stderr, flush=True)
       sys.exit(INTERRUPTED_EXIT_CODE)
     except VaeDistError as e:

@@ -83,7 +83,9 @@ class PreemptionWatch:
   def start(self):
     try:
       self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-      self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+      # A process started with SIGINT ignored (`cmd &` in a script, nohup) keeps ignoring it.
+      if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
     except ValueError:  # Not the main thread (e.g. inside a test runner thread).
       pass
     if self._address:
