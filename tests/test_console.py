@@ -3,6 +3,7 @@
 Every command runs for real in a subprocess WITHOUT the TF_CPP_MIN_LOG_LEVEL the other tests set
 (tests/cli.py), so the console is the one a user gets by default.
 """
+import io
 import json
 import os
 import re
@@ -17,7 +18,9 @@ import cli
 from conftest import load_config
 import trained_run_fixture
 from vae_dist import config_checks
+from vae_dist import console
 from vae_dist import preemption
+from vae_dist import progress
 
 # TensorFlow's C++ start-up lines and TFDS' INFO lines: none may reach a default console.
 NOISE = re.compile(r"InitializeLog|port\.cc|cudart_stub|cpu_feature_guard|To enable the following "
@@ -217,3 +220,33 @@ def test_ctrl_c_during_evaluate_is_one_line(tmp_path, tmp_path_factory):
   assert proc.returncode == 130, text[-3000:]
   assert "Interrupted (Ctrl-C)" in text and "Traceback" not in text
   assert not os.path.exists(out)
+
+
+class _Terminal(io.StringIO):
+
+  def isatty(self):
+    return True
+
+
+def test_progress_line_is_redrawn_on_a_terminal_and_silent_in_a_log():
+  screen = _Terminal()
+  shown = progress.LoopProgress(0, 400, stream=screen)
+  first = shown.line(100, now=10.0)
+  assert first == "step 100/400 (25%)"  # The first loop traces: no rate yet.
+  assert shown.line(200, now=20.0) == "step 200/400 (50%)  10.0 steps/s  ETA 0:20"
+  shown.update(400)
+  assert screen.getvalue().startswith("\r\x1b[Kstep 400/400 (100%)")
+  assert screen.getvalue().endswith("\n")  # The last one stays on the screen.
+  log = io.StringIO()
+  progress.LoopProgress(0, 400, stream=log).update(100)
+  assert log.getvalue() == ""
+  assert progress.clock(3725) == "1:02:05" and progress.clock(65) == "1:05"
+
+
+def test_only_vae_dist_commands_filter_the_console():
+  assert console.is_command(["x"], ["python", "-m", "vae_dist.main", "--config=mnist"])
+  assert console.is_command(["/venv/bin/vae-dist-export"], ["python", "/venv/bin/vae-dist-export"])
+  assert not console.is_command(["x"], ["python", "-m", "pytest", "tests"])
+  assert not console.is_command(["x"], ["python", "-m", "vae_dist.benchmark"])
+  assert console.wants_verbose(["x", "--verbosity=1"]) and console.wants_verbose(["x", "-v", "1"])
+  assert not console.wants_verbose(["x", "--config=mnist"])
