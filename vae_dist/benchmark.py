@@ -57,6 +57,7 @@ import tensorflow as tf
 
 import vae_dist
 from vae_dist import config_checks
+from vae_dist import config_defaults
 from vae_dist import datasets
 from vae_dist import distribution
 from vae_dist import errors
@@ -141,7 +142,8 @@ def variant_grid(config, short: bool) -> list:
     batches = sorted({max(1, config.batch_size // 4), config.batch_size, config.batch_size * 4})
     if short:
       batches = batches[:1]
-  spls = _ints(_STEPS_PER_LOOP.value) or ([1, 2] if short else [1, config.steps_per_loop])
+  config_spl = config.steps_per_loop or config_defaults.auto_steps_per_loop(config)  # 0: auto.
+  spls = _ints(_STEPS_PER_LOOP.value) or ([1, 2] if short else [1, config_spl])
   jits = _bools(_JIT.value)
   replicas = _ints(_REPLICAS.value)
   precisions = list(_PRECISIONS.value)
