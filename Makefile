@@ -11,7 +11,8 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 PINS := tensorflow==2.21.0 tensorflow-datasets==4.9.10 tensorboard==2.21.0 keras==3.15.1 \
 	ml-collections==1.1.0 absl-py==2.5.1 numpy==2.4.6 pillow==13.0.0 matplotlib==3.11.2 \
 	pytest==9.2.0 pytest-xdist==3.8.0 protobuf==7.36.2 importlib_resources==7.1.0 \
-	tensorboard-plugin-profile==2.24.2 xprof==2.24.2
+	tensorboard-plugin-profile==2.24.2 xprof==2.24.2 \
+	setuptools==65.5.0 wheel==0.48.0
 # Test workers: the suite is CPU-bound; one per core.
 TEST_WORKERS ?= 2
 

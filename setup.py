@@ -26,4 +26,11 @@ install_requires = [
 if os.environ.get("VAE_DIST_TF_PROVIDED", "") not in ("1", "true", "yes"):
   install_requires.append(TENSORFLOW)
 
-setuptools.setup(install_requires=install_requires)
+# The configs live at the repository's root (configs/, where the documented commands name them)
+# and are installed as the package vae_dist.configs, so that a wheel holds them and
+# `--config=mnist:smoke` finds them from any directory (vae_dist/cli.py, config_dirs).
+# configs/ has no __init__.py (it holds configs only): vae_dist.configs is a namespace package.
+packages = setuptools.find_packages(include=["vae_dist", "vae_dist.*"]) + ["vae_dist.configs"]
+
+setuptools.setup(install_requires=install_requires, packages=packages,
+                 package_dir={"vae_dist.configs": "configs"})

@@ -59,6 +59,7 @@ import vae_dist
 from vae_dist.config import checks
 from vae_dist.data import input_pipeline
 from vae_dist.data import sources
+from vae_dist.config import defaults
 from vae_dist import errors
 from vae_dist.model import objective
 from vae_dist.train import distribution
@@ -142,7 +143,8 @@ def variant_grid(config, short: bool) -> list:
     batches = sorted({max(1, config.batch_size // 4), config.batch_size, config.batch_size * 4})
     if short:
       batches = batches[:1]
-  spls = _ints(_STEPS_PER_LOOP.value) or ([1, 2] if short else [1, config.steps_per_loop])
+  config_spl = config.steps_per_loop or defaults.auto_steps_per_loop(config)  # 0: auto.
+  spls = _ints(_STEPS_PER_LOOP.value) or ([1, 2] if short else [1, config_spl])
   jits = _bools(_JIT.value)
   replicas = _ints(_REPLICAS.value)
   precisions = list(_PRECISIONS.value)

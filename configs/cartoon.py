@@ -34,7 +34,6 @@ def get_config(arg=None):
   c.learning_rate = 5e-4
   c.num_epochs = 20
   c.shuffle_buffer = 2_000
-  c.steps_per_loop = 50
   c.log_every_steps = 50
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500

@@ -37,8 +37,7 @@ def get_config(arg=None):
   c.warmup_steps = 100
   c.lr_schedule = "cosine"  # Warm-up to 8e-3, then cosine decay to 0 at the last step.
   c.num_train_steps = 702  # 1.5 epochs of 60,000 // 128 = 468 steps.
-  c.steps_per_loop = 117
-  c.log_every_steps = 234
+  c.log_every_steps = 39
   c.eval_every_steps = 702
   c.checkpoint_every_steps = 702
   c.num_image_examples = 0

@@ -22,7 +22,7 @@ from vae_dist import errors
 from vae_dist import evaluate
 from vae_dist.model import iwae
 from vae_dist.model import objective
-from vae_dist import tool_cli
+from vae_dist import cli as tool_cli
 from vae_dist.tools import trained_run
 
 N_TEST = trained_run_fixture.NUM_TEST

@@ -20,7 +20,7 @@ from faults_helpers import one_error, run_tool
 from vae_dist.config import checks
 from vae_dist.errors import ConfigError
 from vae_dist import generate
-from vae_dist.tool_cli import UsageError
+from vae_dist.cli import UsageError
 
 CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(cli.ROOT, "configs",
                                                                                "*.py")))

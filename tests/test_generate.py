@@ -23,7 +23,7 @@ from vae_dist.viz import pictures
 from vae_dist import latent_paths
 from vae_dist.model import networks
 from vae_dist import plots
-from vae_dist import tool_cli
+from vae_dist import cli as tool_cli
 from vae_dist.tools import trained_run
 
 S = 28  # Image size of the run.

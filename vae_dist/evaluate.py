@@ -3,9 +3,10 @@
 Computes, over the whole eval split (config.eval_split, every example exactly once):
 
   elbo   the exact test ELBO of training's evaluation (input_pipeline.eval_dataset_fn and
-         steps.Trainer.evaluate: one fixed latent noise draw per example, analytic KL);
-  iwae   the importance-weighted bound L_K on log p(x) with K = --num_samples (default 1000),
-         see vae_dist/model/iwae.py; elbo <= iwae <= log p(x) in expectation;
+         train.evaluator.Evaluator: one fixed latent noise draw per example, analytic KL);
+  iwae   the importance-weighted bound L_K on log p(x) with K = --num_samples (default: the
+         largest of 1000, 500, 200, ... that takes about 5 minutes or less here, timed on the
+         first batches), see vae_dist/model/iwae.py; elbo <= iwae <= log p(x) in expectation;
 
 both in nats per image and in bits per dimension (objective.Likelihood.bits_per_dim). The result is written as
 JSON to <workdir>/evaluations/step_<step>_k<K>.json (or --out), through a temporary file and a
@@ -40,11 +41,12 @@ from vae_dist import fileio
 from vae_dist.data import input_pipeline
 from vae_dist.model import iwae
 from vae_dist.model import objective
+from vae_dist import progress
 from vae_dist import run_files
 from vae_dist.train import evaluator
-from vae_dist import tool_cli
+from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
 from vae_dist.tools import trained_run
-from vae_dist.tool_cli import UsageError
+from vae_dist.cli import UsageError
 
 EVALUATIONS_SUBDIR = "evaluations"
 
@@ -100,21 +102,69 @@ class IwaeEvaluator:
     reduce = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
     return reduce(total), reduce(count)
 
+  def _iterator(self, num_steps):
+    return iter(self.strategy.distribute_datasets_from_function(
+        input_pipeline.eval_dataset_fn(self.builder, self.config, num_steps)))
+
+  def seconds_per_step(self, probe_steps: int = 2) -> float:
+    """Wall time of one eval step, from `probe_steps` steps after a first one (the trace)."""
+    iterator = self._iterator(probe_steps + 1)
+    float(self._step_fn(next(iterator))[1])
+    t0 = time.perf_counter()
+    for _ in range(probe_steps):
+      float(self._step_fn(next(iterator))[1])
+    return (time.perf_counter() - t0) / probe_steps
+
   def run(self) -> tuple:
     """Returns (mean L_K over the split in nats, number of examples)."""
-    data = self.strategy.distribute_datasets_from_function(
-        input_pipeline.eval_dataset_fn(self.builder, self.config, self.num_steps))
-    iterator = iter(data)
+    iterator = self._iterator(self.num_steps)
     total, count = 0.0, 0.0
     t0 = time.time()
+    announced = False
     for i in range(self.num_steps):
       t, c = self._step_fn(next(iterator))
       total += float(t)
       count += float(c)
+      if i == 0:
+        t_first = time.time()  # The first step traces: the ETA counts from its end.
+      elif not announced and i + 1 < self.num_steps:
+        announced = True
+        logging.info("IWAE (K=%d): about %s for the %d eval steps (from the first ones).",
+                     self.num_samples, progress.clock(
+                         (time.time() - t_first) / i * (self.num_steps - 1) + t_first - t0),
+                     self.num_steps)
       if (i + 1) % 10 == 0 or i + 1 == self.num_steps:
-        logging.info("IWAE (K=%d): %d/%d eval steps, %d examples, %.1fs.", self.num_samples,
-                     i + 1, self.num_steps, count, time.time() - t0)
+        eta = ""
+        if i > 0:
+          eta = ", ETA " + progress.clock(
+              (time.time() - t_first) / i * (self.num_steps - i - 1))
+        logging.info("IWAE (K=%d): %d/%d eval steps, %d examples, %.1fs%s.", self.num_samples,
+                     i + 1, self.num_steps, count, time.time() - t0, eta)
     return total / max(count, 1.0), int(count)
+
+
+# K of the IWAE bound when --num_samples is not given: the largest of these whose estimated time
+# for the whole split fits AUTO_K_BUDGET_SECONDS on this device (K=1000 took ~30 minutes over
+# Fashion-MNIST's test split on a 2-core CPU; an accelerator gets 1000).
+AUTO_K_CHOICES = (1000, 500, 200, 100, 50, 20, 10)
+AUTO_K_BUDGET_SECONDS = 300.0
+_PROBE_K = 10
+
+
+def choose_num_samples(*, config, strategy, model, builder, chunk_size: int, seed: int) -> int:
+  """The default K: timed on a few batches at a small K, extrapolated linearly in K."""
+  probe = IwaeEvaluator(config=config, strategy=strategy, model=model, builder=builder,
+                        num_samples=_PROBE_K, chunk_size=chunk_size, seed=seed)
+  per_sample_step = probe.seconds_per_step() / _PROBE_K
+  for k in AUTO_K_CHOICES:
+    if per_sample_step * k * probe.num_steps <= AUTO_K_BUDGET_SECONDS:
+      break
+  logging.info("--num_samples not given: K=%d (about %s on this device for %d eval steps; "
+               "K=%d would take about %s). Give --num_samples to choose.", k,
+               progress.clock(per_sample_step * k * probe.num_steps), probe.num_steps,
+               AUTO_K_CHOICES[0],
+               progress.clock(per_sample_step * AUTO_K_CHOICES[0] * probe.num_steps))
+  return k
 
 
 def _check_sampling(num_samples: int, chunk_size: int) -> None:
@@ -136,7 +186,7 @@ def _strategy_for(config):
   return strategy
 
 
-def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 1000,
+def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: Optional[int] = 1000,
              chunk_size: int = 0, seed: int = 0, overrides: Optional[dict] = None,
              out: Optional[str] = None) -> dict:
   """Evaluates one checkpoint of a run and writes the result as JSON (chief only).
@@ -144,7 +194,7 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
   Args:
     workdir: the run's workdir.
     step: the checkpoint step; default: the latest committed one.
-    num_samples: K of the IWAE bound.
+    num_samples: K of the IWAE bound; None chooses it (choose_num_samples).
     chunk_size: samples per example decoded at once; 0: automatic.
     seed: seed of the IWAE samples.
     overrides: config fields to replace: strategy, num_cpu_devices, tpu, eval_batch_size,
@@ -157,7 +207,8 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
   Raises:
     VaeDistError: missing workdir or checkpoint, bad flags, unusable strategy, missing data.
   """
-  _check_sampling(num_samples, chunk_size)
+  if num_samples is not None:
+    _check_sampling(num_samples, chunk_size)
   if out:
     run_files.check_output(out, flag="--out")
     if tf.io.gfile.isdir(out):
@@ -183,6 +234,9 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
   metrics, _ = elbo_evaluator.evaluate(elbo_data, eval_steps)
   elbo_seconds = time.time() - t0
 
+  if num_samples is None:
+    num_samples = choose_num_samples(config=config, strategy=strategy, model=model,
+                                     builder=builder, chunk_size=chunk_size, seed=seed)
   t0 = time.time()
   iwae_evaluator = IwaeEvaluator(config=config, strategy=strategy, model=model, builder=builder,
                                  num_samples=num_samples, chunk_size=chunk_size, seed=seed)
@@ -231,7 +285,9 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: int = 100
 
 def define_flags() -> None:
   tool_cli.define_common_flags()
-  flags.DEFINE_integer("num_samples", 1000, "K, importance samples per image of the IWAE bound.")
+  flags.DEFINE_integer("num_samples", None, "K, importance samples per image of the IWAE bound. "
+                       "Default: the largest of 1000, 500, 200, ... that takes about 5 minutes "
+                       "or less on this device (timed on the first batches).")
   flags.DEFINE_integer("chunk_size", 0, "Samples per image decoded at once (0: automatic).")
   flags.DEFINE_integer("seed", 0, "Seed of the importance samples.")
   flags.DEFINE_string("out", None, "JSON file to write; default "
@@ -266,6 +322,11 @@ def main(argv):
   print(json.dumps(result, indent=2, sort_keys=True), flush=True)
 
 
-if __name__ == "__main__":
+def run():
+  """The vae-dist-evaluate console script."""
   define_flags()
-  tool_cli.run(main)
+  tool_cli.run(main, description=__doc__)
+
+
+if __name__ == "__main__":
+  run()

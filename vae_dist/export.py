@@ -53,7 +53,7 @@ import tensorflow as tf
 import vae_dist
 from vae_dist import fileio
 from vae_dist import run_files
-from vae_dist import tool_cli
+from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
 from vae_dist.tools import trained_run
 from vae_dist.errors import WorkdirError
 
@@ -338,6 +338,11 @@ def main(argv):
         flush=True)
 
 
-if __name__ == "__main__":
+def run():
+  """The vae-dist-export console script."""
   define_flags()
-  tool_cli.run(main, required=("workdir", "out"))
+  tool_cli.run(main, required=("workdir", "out"), description=__doc__)
+
+
+if __name__ == "__main__":
+  run()

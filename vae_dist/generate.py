@@ -49,11 +49,11 @@ from vae_dist import image_grid
 from vae_dist import latent_paths
 from vae_dist import run_files
 from vae_dist.data import split_examples
-from vae_dist import tool_cli
+from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
 from vae_dist.tools import trained_run
 from vae_dist.errors import DamagedCheckpointError
 from vae_dist.viz import pictures
-from vae_dist.tool_cli import UsageError
+from vae_dist.cli import UsageError
 
 WHATS = ("samples", "reconstructions", "manifold", "interpolation", "scatter", "attribute", "gif")
 _BATCH = 128
@@ -470,7 +470,12 @@ def main(argv):
           f"norm {c['norm']:.3f}", flush=True)
 
 
-if __name__ == "__main__":
+def run():
+  """The vae-dist-generate console script."""
   define_flags()
   flags.mark_flags_as_required(["what"])
-  tool_cli.run(main)
+  tool_cli.run(main, description=__doc__)
+
+
+if __name__ == "__main__":
+  run()

@@ -22,6 +22,8 @@ CONFIG = "config.json"
 CONFIG_HISTORY = "config_history.jsonl"
 METRICS = "metrics.jsonl"
 FINAL_METRICS = "final_metrics.json"
+RUN_INFO = "run_info.json"
+MODEL_SUMMARY = "model_summary.txt"
 LOCK = "lock"
 GENERATED = "generated"
 
@@ -33,6 +35,8 @@ MANAGED = {
     CONFIG_HISTORY: ("file", "the history of the run's config"),
     METRICS: ("file", "the run's metrics"),
     FINAL_METRICS: ("file", "the run's final evaluation"),
+    RUN_INFO: ("file", "the versions, git commit and host of each start of the run"),
+    MODEL_SUMMARY: ("file", "the model's summary and parameter count"),
     LOCK: ("file", "the run's lock"),
 }
 
@@ -76,6 +80,14 @@ class RunDir:
   @property
   def final_metrics(self) -> str:
     return self._path(FINAL_METRICS)
+
+  @property
+  def run_info(self) -> str:
+    return self._path(RUN_INFO)
+
+  @property
+  def model_summary(self) -> str:
+    return self._path(MODEL_SUMMARY)
 
   @property
   def lock(self) -> str:

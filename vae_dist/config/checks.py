@@ -29,6 +29,9 @@ def check_arg(arg, known, config_file: str) -> None:
     return
   import os  # pylint: disable=g-import-not-at-top
   name = os.path.relpath(config_file) if os.path.isabs(config_file) else config_file
+  if name.startswith(".."):
+    # A config shipped in the package, named from elsewhere: call it as the user can name it.
+    name = os.path.splitext(os.path.basename(config_file))[0]
   raise ConfigArgumentError(
       f"--config={name}:{arg}: {name} takes no argument {arg!r}; it takes "
       f"{', '.join(repr(k) for k in known) or 'none'} (or none, for the full run).")
@@ -128,7 +131,10 @@ def _floats(value, prefix=""):
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for the first field that the pipeline cannot use."""
+  """Raises ConfigError for the first field that the pipeline cannot use.
+
+  Also resolves steps_per_loop=0 ("follow the cadences") to its value, in place.
+  """
   # First, for every field: NaN compares false with every bound below, so it would pass them.
   for field, value in _floats(config):
     if not math.isfinite(value):
@@ -193,15 +199,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if str(config.jit_compile).lower() not in ("auto", "true", "false"):
     raise ConfigError("jit_compile", f"{config.jit_compile!r} is not one of 'auto' (XLA on GPUs, "
                       "off on CPUs; TPUs always compile), 'true' or 'false'.")
-  _positive(config, "steps_per_loop")
+  for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+    _positive(config, field)
+  if config.steps_per_loop == 0:
+    # The loop length follows the cadences (defaults.auto_steps_per_loop); resolved here,
+    # the one check every run passes, so that the run and its config.json see the real value.
+    from vae_dist.config import defaults  # pylint: disable=g-import-not-at-top
+    config.steps_per_loop = defaults.auto_steps_per_loop(config)
+  if config.steps_per_loop < 0:
+    raise ConfigError("steps_per_loop", f"must be positive, or 0 to follow the cadences; got "
+                      f"{config.steps_per_loop}.")
   if config.steps_per_loop > 2**31 - 1:  # The loop's step count is an int32 tensor.
     raise ConfigError("steps_per_loop", f"must be below 2**31, got {config.steps_per_loop}.")
   for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
-    _positive(config, field)
     if config[field] % config.steps_per_loop:
       raise ConfigError(
           field, f"{config[field]} is not a multiple of steps_per_loop={config.steps_per_loop}; "
-          "logs, evaluations and checkpoints happen between host loops.")
+          "logs, evaluations and checkpoints happen between host loops (steps_per_loop=0 "
+          "makes the loop follow the cadences).")
   if config.max_to_keep < 1:
     raise ConfigError("max_to_keep", f"must be at least 1, got {config.max_to_keep}.")
   if config.profile_steps:

@@ -4,6 +4,8 @@ Config files under `configs/` start from `base_config()` and change a few fields
 ConfigDict is locked by `main`, so an override of a field that is not listed here fails with the
 field's name.
 """
+import math
+
 import ml_collections
 
 
@@ -104,7 +106,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_cpu_devices = 0  # > 1 splits the host CPU into that many logical devices.
   # Multi-worker: how long a worker waits at start for all the others before it gives up.
   c.cluster_wait_seconds = 600
-  c.steps_per_loop = 100  # Train steps inside one tf.function call.
+  # Train steps inside one tf.function call (host loop). 0: the largest that divides every
+  # cadence below (their gcd, at most MAX_AUTO_STEPS_PER_LOOP), so that any cadence works
+  # without arithmetic. A value > 0 is taken as given, and each cadence must be its multiple.
+  c.steps_per_loop = 0
   # XLA for the train step: 'auto' (on for GPUs, off on CPUs where it is slower; TPUs compile
   # every step whatever this says), 'true' or 'false'.
   c.jit_compile = "auto"
@@ -112,7 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.deterministic = False  # tf.config.experimental.enable_op_determinism()
 
   # Logging, evaluation, checkpoints.
-  c.log_every_steps = 100
+  c.log_every_steps = 50
   c.eval_every_steps = 1000
   c.checkpoint_every_steps = 1000
   c.max_to_keep = 3  # Most recent checkpoints kept.
@@ -132,7 +137,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config in place to a run that finishes in seconds: same model family and data."""
   c.batch_size = 8
   c.num_train_steps = 4
-  c.steps_per_loop = 2
+  c.steps_per_loop = 0
   c.log_every_steps = 2
   c.eval_every_steps = 4
   c.checkpoint_every_steps = 4
@@ -160,3 +165,21 @@ def tutorial_model(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.decoder.dense_activation = "relu"
   c.likelihood = "bernoulli"
   return c
+
+
+# The longest host loop steps_per_loop=0 chooses: long enough to hide a host round trip on an
+# accelerator (BUILD_NOTES, "Host loop"), short enough that a stop request waits little.
+MAX_AUTO_STEPS_PER_LOOP = 1000
+
+CADENCES = ("log_every_steps", "eval_every_steps", "checkpoint_every_steps")
+
+
+def auto_steps_per_loop(config: ml_collections.ConfigDict) -> int:
+  """The host loop steps_per_loop=0 stands for: the largest divisor of every cadence, capped."""
+  common = 0
+  for field in CADENCES:
+    common = math.gcd(common, max(1, int(config[field])))
+  for n in range(min(common, MAX_AUTO_STEPS_PER_LOOP), 0, -1):
+    if common % n == 0:
+      return n
+  return 1

@@ -14,6 +14,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from vae_dist import progress
 from vae_dist.errors import TrainingError
 from vae_dist.train import distribution
 from vae_dist.train import optimizers
@@ -35,6 +36,17 @@ class Boundary:
 def due(boundary: Boundary, every: int) -> bool:
   """Whether a periodic action with cadence `every` runs at this boundary (always at the end)."""
   return boundary.step % every == 0 or boundary.done
+
+
+class ShowProgress:
+  """Redraws the progress line (step, rate, ETA) on a terminal; nothing without one."""
+
+  def __init__(self, line: Optional[progress.LoopProgress]):
+    self._line = line  # None on workers other than the chief.
+
+  def __call__(self, boundary: Boundary) -> None:
+    if self._line is not None:
+      self._line.update(boundary.step)
 
 
 class CheckFinite:

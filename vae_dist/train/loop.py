@@ -28,7 +28,9 @@ from vae_dist.errors import TrainingError
 from vae_dist.errors import VaeDistError
 from vae_dist.errors import WorkdirError
 from vae_dist import fileio
+from vae_dist import progress
 from vae_dist import run_files
+from vae_dist import run_info
 from vae_dist import run_summaries
 from vae_dist.train import actions
 from vae_dist.train import distribution
@@ -169,6 +171,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
       keep_best=config.keep_best,
       is_chief=chief)
   start_step = _resume(config, workdir, manager, checkpoint, state, chief, history)
+  started = run_info.record(workdir, state.model, write=chief)  # Versions, git commit, host.
 
   num_pipelines = distribution.num_input_pipelines(strategy)
   train_iter = iter(
@@ -191,6 +194,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   evaluate = actions.Evaluate(evaluator=evaluator, data=eval_data, num_steps=eval_steps,
                               summaries=summaries, every=config.eval_every_steps)
   periodic = [
+      actions.ShowProgress(progress.LoopProgress(start_step, total_steps) if chief else None),
       actions.CheckFinite(trainer),
       actions.ReportTrain(trainer=trainer, summaries=summaries, throughput=throughput,
                           every=config.log_every_steps),
@@ -203,6 +207,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
                        "tensorflow_version": tf.__version__,
                        "vae_dist_version": vae_dist.__version__,
                        "config_hash": config_hash(config),
+                       "run": started,
                    }),
       actions.FlushSummaries(summaries),
   ]

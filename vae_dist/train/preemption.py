@@ -56,7 +56,11 @@ def read_notice(address: str, timeout: float = 2.0):
 
 
 class PreemptionWatch:
-  """Turns SIGTERM and the metadata server's notices into "save and stop at the next boundary".
+  """Turns SIGTERM, Ctrl-C and the metadata server's notices into "save and stop at the next
+  boundary".
+
+  A second Ctrl-C stops at once (KeyboardInterrupt, without saving: the last committed checkpoint
+  stays the run's latest).
 
   Args (keyword-only):
     address: the metadata server (metadata_address()); None watches SIGTERM only.
@@ -68,6 +72,7 @@ class PreemptionWatch:
     self._address = address
     self._poll_seconds = poll_seconds
     self._previous = None
+    self._previous_sigint = None
     self._done = threading.Event()
     self._thread = None
 
@@ -78,6 +83,9 @@ class PreemptionWatch:
   def start(self):
     try:
       self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+      # A process started with SIGINT ignored (`cmd &` in a script, nohup) keeps ignoring it.
+      if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
     except ValueError:  # Not the main thread (e.g. inside a test runner thread).
       pass
     if self._address:
@@ -89,6 +97,16 @@ class PreemptionWatch:
     del signum, frame
     logging.warning("SIGTERM received: saving a checkpoint at the next step boundary.")
     self.reason = self.reason or "SIGTERM"
+
+  def _on_sigint(self, signum, frame):
+    del frame
+    if self.reason == "Ctrl-C":  # The second one: stop now.
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      raise KeyboardInterrupt
+    logging.warning("Ctrl-C: saving a checkpoint at the next step boundary, then stopping "
+                    "(Ctrl-C again stops at once, without saving).")
+    self.reason = self.reason or "Ctrl-C"
+    del signum
 
   def _poll(self):
     while True:
@@ -105,3 +123,5 @@ class PreemptionWatch:
     self._done.set()
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+    if self._previous_sigint is not None:
+      signal.signal(signal.SIGINT, self._previous_sigint)
