@@ -20,6 +20,7 @@ from faults_helpers import one_error, run_tool
 from vae_dist.config import checks
 from vae_dist.errors import ConfigError
 from vae_dist import generate
+from vae_dist.tools import drawings
 from vae_dist.cli import UsageError
 
 CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(cli.ROOT, "configs",
@@ -136,7 +137,7 @@ def test_tool_flags_out_of_range(tmp_path, tool, flags, words):
 ])
 def test_every_generate_option_is_range_checked(field, value, words):
   with pytest.raises(UsageError) as raised:
-    generate.check_options(generate.Options(**{field: value}))
+    generate.check_options(drawings.Options(**{field: value}))
   assert words in str(raised.value)
 
 

@@ -19,6 +19,7 @@ from vae_dist import checkpointing
 from vae_dist.tools import concepts
 from vae_dist.data import sources
 from vae_dist import generate
+from vae_dist.tools import drawings
 from vae_dist.viz import pictures
 from vae_dist import latent_paths
 from vae_dist.model import networks
@@ -91,7 +92,7 @@ _T6 = np.linspace(0, 1, 6)
 ])
 def test_each_picture_is_a_png_of_the_expected_size(run, tmp_path, what, opts, size):
   out = str(tmp_path / f"{what}.png")
-  summary = generate.generate(run["workdir"], what, out, opts=generate.Options(**opts))
+  summary = generate.generate(run["workdir"], what, out, opts=drawings.Options(**opts))
   image = _open(out)
   assert image.format == "PNG"
   assert (image.height, image.width) == size
@@ -116,7 +117,7 @@ def _ink(pixels):
 
 def test_reconstructions_show_labelled_test_images_above_their_reconstructions(run, tmp_path):
   out = str(tmp_path / "r.png")
-  generate.generate(run["workdir"], "reconstructions", out, opts=generate.Options(num=4))
+  generate.generate(run["workdir"], "reconstructions", out, opts=drawings.Options(num=4))
   pixels = np.asarray(_open(out))
   images, _ = _split(run, "test")
   top, left = _margins(("original", "reconstruction"), ["#0", "#1", "#2", "#3"])
@@ -138,34 +139,34 @@ def test_reconstructions_show_labelled_test_images_above_their_reconstructions(r
 
 def test_samples_follow_seed_and_temperature(run):
   loaded = trained_run.load(run["workdir"])
-  a = generate.samples(loaded, generate.Options(num=4, seed=1))
-  b = generate.samples(loaded, generate.Options(num=4, seed=1))
-  c = generate.samples(loaded, generate.Options(num=4, seed=2))
+  a = drawings.samples(loaded, drawings.Options(num=4, seed=1))
+  b = drawings.samples(loaded, drawings.Options(num=4, seed=1))
+  c = drawings.samples(loaded, drawings.Options(num=4, seed=2))
   np.testing.assert_array_equal(a.pixels, b.pixels)
   assert np.abs(a.pixels - c.pixels).max() > 0
   # Temperature 0 puts every sample at z = 0: four copies of one image.
-  cold = generate.samples(loaded, generate.Options(num=4, temperature=0.0))
+  cold = drawings.samples(loaded, drawings.Options(num=4, temperature=0.0))
   np.testing.assert_allclose(cold.image(0), cold.image(3))
-  want = generate.decode_images(loaded.model, np.zeros([1, 2], np.float32))[0]
+  want = drawings.decode_images(loaded.model, np.zeros([1, 2], np.float32))[0]
   np.testing.assert_allclose(cold.image(0), want, atol=1e-6)
 
 
 def test_manifold_tiles_are_decodes_of_the_quantile_grid(run):
   loaded = trained_run.load(run["workdir"])
-  picture = generate.manifold(loaded, generate.Options(grid=3))
+  picture = drawings.manifold(loaded, drawings.Options(grid=3))
   q = latent_paths.normal_quantiles(3)
   np.testing.assert_allclose(q, [-1.6448536, 0.0, 1.6448536], atol=1e-6)
   # Row 0, column 2: z = (q[2], q[0]) as in the TensorFlow tutorial.
-  want = generate.decode_images(loaded.model, np.array([[q[2], q[0]]], np.float32))[0]
+  want = drawings.decode_images(loaded.model, np.array([[q[2], q[0]]], np.float32))[0]
   np.testing.assert_allclose(picture.image(2), want, atol=1e-6)
 
 
 def test_interpolation_starts_and_ends_at_the_latent_means(run):
   loaded = trained_run.load(run["workdir"])
   builder = sources.load_builder(loaded.config)
-  picture = generate.interpolation(loaded, generate.Options(indices=(4, 7), steps=3), builder)
-  images = generate.eval_examples(builder, loaded.config, [4, 7])["image"]
-  decoded = generate.decode_images(loaded.model, generate.encode_means(loaded.model, images))
+  picture = drawings.interpolation(loaded, drawings.Options(indices=(4, 7), steps=3), builder)
+  images = drawings.eval_examples(builder, loaded.config, [4, 7])["image"]
+  decoded = drawings.decode_images(loaded.model, drawings.encode_means(loaded.model, images))
   tiles = [picture.image(i) for i in range(5)]
   np.testing.assert_allclose(tiles[0], images[0])
   np.testing.assert_allclose(tiles[4], images[1])
@@ -188,7 +189,7 @@ def test_concept_vector_of_a_label_is_saved_and_reused(run):
   loaded = trained_run.load(run["workdir"])
   builder = sources.load_builder(loaded.config)
   _, train_labels = run["data"]["train"]
-  first = generate.concept_vector(loaded, generate.Options(attribute="Trouser"), builder)
+  first = drawings.concept_vector(loaded, drawings.Options(attribute="Trouser"), builder)
   npy, meta = concepts.paths(run["workdir"], 60, "Trouser")
   assert os.path.exists(npy) and os.path.exists(meta)
   info = json.load(open(meta))
@@ -198,10 +199,10 @@ def test_concept_vector_of_a_label_is_saved_and_reused(run):
   np.testing.assert_allclose(np.load(npy), first.vector)
   assert np.linalg.norm(first.vector) == pytest.approx(info["norm"], rel=1e-5)
   # Asked again, by index this time: the same class, so the same file, not recomputed.
-  again = generate.concept_vector(loaded, generate.Options(attribute="label=Trouser"), builder)
+  again = drawings.concept_vector(loaded, drawings.Options(attribute="label=Trouser"), builder)
   np.testing.assert_array_equal(again.vector, first.vector)
   # The vector is the difference of the means of the latent means.
-  means, feats = generate.latents_and_features(loaded, builder, "train", -1)
+  means, feats = drawings.latents_and_features(loaded, builder, "train", -1)
   pos = feats["label"] == 1
   want = means[pos].mean(0) - means[~pos].mean(0)
   np.testing.assert_allclose(first.vector, want, rtol=1e-4, atol=1e-6)
@@ -210,28 +211,28 @@ def test_concept_vector_of_a_label_is_saved_and_reused(run):
 def test_attribute_strip_column_for_alpha_zero_is_the_reconstruction(run, tmp_path):
   loaded = trained_run.load(run["workdir"])
   builder = sources.load_builder(loaded.config)
-  picture, concept = generate.attribute(
-      loaded, generate.Options(attribute="5", indices=(3,), alphas=(0.0, 3.0)), builder)
+  picture, concept = drawings.attribute(
+      loaded, drawings.Options(attribute="5", indices=(3,), alphas=(0.0, 3.0)), builder)
   assert concept.info["description"] == "label=Sandal"
-  image = generate.eval_examples(builder, loaded.config, [3])["image"]
-  z = generate.encode_means(loaded.model, image)
+  image = drawings.eval_examples(builder, loaded.config, [3])["image"]
+  z = drawings.encode_means(loaded.model, image)
   np.testing.assert_allclose(picture.image(0), image[0])
-  np.testing.assert_allclose(picture.image(1), generate.decode_images(loaded.model, z)[0],
+  np.testing.assert_allclose(picture.image(1), drawings.decode_images(loaded.model, z)[0],
                              atol=1e-5)
-  shifted = generate.decode_images(loaded.model, z + 3.0 * concept.vector)[0]
+  shifted = drawings.decode_images(loaded.model, z + 3.0 * concept.vector)[0]
   np.testing.assert_allclose(picture.image(2), shifted, atol=1e-5)
 
 
 def test_unknown_attribute_and_attribute_without_examples_are_clear_errors(run):
   with pytest.raises(concepts.AttributeSpecError, match="unknown attribute 'Smiling'.*Sandal"):
-    generate.generate(run["workdir"], "attribute", opts=generate.Options(attribute="Smiling"))
+    generate.generate(run["workdir"], "attribute", opts=drawings.Options(attribute="Smiling"))
   _, train_labels = _split(run, "train")
   # A class missing from the first few train examples: no positive example among them.
   k = 3
   absent = next(c for c in range(10) if c not in train_labels[:k])
   with pytest.raises(concepts.NoExamplesError, match="none of the 3 examples"):
     generate.generate(run["workdir"], "attribute",
-                      opts=generate.Options(attribute=str(absent), max_examples=k))
+                      opts=drawings.Options(attribute=str(absent), max_examples=k))
 
 
 def test_missing_workdir_no_checkpoint_and_bad_options_are_clear_errors(run, tmp_path):
@@ -248,16 +249,16 @@ def test_missing_workdir_no_checkpoint_and_bad_options_are_clear_errors(run, tmp
     generate.generate(run["workdir"], "samples", step=7)
   with pytest.raises(tool_cli.UsageError, match="outside split"):
     generate.generate(run["workdir"], "reconstructions", str(tmp_path / "r.png"),
-                      opts=generate.Options(indices=(0, 20)))
+                      opts=drawings.Options(indices=(0, 20)))
   with pytest.raises(tool_cli.UsageError, match="GIF"):
     generate.generate(run["workdir"], "gif", str(tmp_path / "g.png"))
 
 
 def test_step_picks_the_checkpoint(run, tmp_path):
   early = generate.generate(run["workdir"], "samples", str(tmp_path / "a.png"), step=20,
-                            opts=generate.Options(num=4))
+                            opts=drawings.Options(num=4))
   late = generate.generate(run["workdir"], "samples", str(tmp_path / "b.png"),
-                           opts=generate.Options(num=4))
+                           opts=drawings.Options(num=4))
   assert (early["step"], late["step"]) == (20, 60)
   assert np.abs(np.asarray(_open(early["out"]), float) -
                 np.asarray(_open(late["out"]), float)).max() > 0
@@ -359,7 +360,7 @@ def cartoon_run(tmp_path_factory):
 def test_cartoon_attributes_rgb_pictures_and_scatter_by_attribute(cartoon_run, tmp_path):
   workdir, written = cartoon_run
   summary = generate.generate(workdir, "attribute", str(tmp_path / "hair.png"),
-                              opts=generate.Options(attribute="hair=3", alphas=(-1, 1)))
+                              opts=drawings.Options(attribute="hair=3", alphas=(-1, 1)))
   image = _open(summary["out"])
   assert image.mode == "RGB"
   # The test split (10% of 30, by hash) has 3 images: 3 rows of original + 2 alphas at 32x32.
@@ -372,23 +373,23 @@ def test_cartoon_attributes_rgb_pictures_and_scatter_by_attribute(cartoon_run, t
   assert info["positives"] + info["negatives"] == 27 and info["positives"] <= hair.count(3)
   # A bare categorical attribute: not its most common variant, named in the JSON.
   glasses = generate.generate(workdir, "attribute", str(tmp_path / "glasses.png"),
-                              opts=generate.Options(attribute="glasses", indices=(0,)))
+                              opts=drawings.Options(attribute="glasses", indices=(0,)))
   assert "(its most common variant)" in glasses["concept"]["description"]
   assert os.path.exists(concepts.paths(workdir, 5, "glasses")[1])
   scatter = generate.generate(workdir, "scatter", str(tmp_path / "s.png"),
-                              opts=generate.Options(color_by="hair_color", dpi=30,
+                              opts=drawings.Options(color_by="hair_color", dpi=30,
                                                     size_inches=4))
   assert _open(scatter["out"]).size == (120, 120)
   with pytest.raises(concepts.AttributeSpecError, match="hair_color"):
     generate.generate(workdir, "scatter", str(tmp_path / "t.png"),
-                      opts=generate.Options(color_by="smile"))
+                      opts=drawings.Options(color_by="smile"))
 
 
 def test_a_gif_of_one_checkpoint_warns(cartoon_run, tmp_path, caplog):
   workdir, _ = cartoon_run
   with caplog.at_level("WARNING"):
     summary = generate.generate(workdir, "gif", str(tmp_path / "one.gif"),
-                                opts=generate.Options(num=4))
+                                opts=drawings.Options(num=4))
   assert summary["frames"] == 1
   warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
   assert any("The GIF has one frame" in w and "does not move" in w for w in warnings), warnings
