@@ -20,7 +20,7 @@ import trained_run_fixture
 from vae_dist.config import checks
 from vae_dist import console
 from vae_dist.train import preemption
-from vae_dist import progress
+from vae_dist.report import progress
 
 # TensorFlow's C++ start-up lines and TFDS' INFO lines: none may reach a default console.
 NOISE = re.compile(r"InitializeLog|port\.cc|cudart_stub|cpu_feature_guard|To enable the following "

@@ -21,9 +21,9 @@ from vae_dist.data import sources
 from vae_dist import generate
 from vae_dist.tools import drawings
 from vae_dist.viz import pictures
-from vae_dist import latent_paths
+from vae_dist.model import latent_paths
 from vae_dist.model import networks
-from vae_dist import plots
+from vae_dist.viz import plots
 from vae_dist import cli as tool_cli
 from vae_dist.tools import trained_run
 

@@ -11,7 +11,7 @@ import uuid
 import pytest
 import tensorflow as tf
 
-from vae_dist import metric_writers
+from vae_dist.report import metric_writers
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from PIL import Image
 import cli
 import datagen
 import trained_run_fixture
-from vae_dist import latent_paths
+from vae_dist.model import latent_paths
 from vae_dist.viz import pictures
 
 RUN = ["--config.dataset=fashion_mnist", "--config.eval_num_examples=-1",
@@ -252,7 +252,7 @@ def test_two_replicas_write_each_tag_once(runs, tb):
 
 def test_without_the_profile_plugin_the_profiling_lines_say_what_to_install(monkeypatch):
   import importlib.util  # pylint: disable=g-import-not-at-top
-  from vae_dist import run_summaries  # pylint: disable=g-import-not-at-top
+  from vae_dist.report import run_summaries  # pylint: disable=g-import-not-at-top
   assert run_summaries.profile_plugin_note() == ""  # Installed here (make install).
   real = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in (

@@ -41,7 +41,7 @@ from vae_dist import fileio
 from vae_dist.data import input_pipeline
 from vae_dist.model import iwae
 from vae_dist.model import objective
-from vae_dist import progress
+from vae_dist.report import progress
 from vae_dist import run_files
 from vae_dist.train import evaluator
 from vae_dist import cli as tool_cli  # The tools' shared flags and checks.

@@ -42,8 +42,8 @@ import tensorflow as tf
 
 from vae_dist.data import sources
 from vae_dist import fileio
-from vae_dist import image_files
-from vae_dist import image_grid
+from vae_dist.viz import image_files
+from vae_dist.viz import image_grid
 from vae_dist import run_files
 from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
 from vae_dist.tools import drawings

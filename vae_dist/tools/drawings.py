@@ -10,9 +10,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from vae_dist import image_files
-from vae_dist import image_grid
-from vae_dist import latent_paths
+from vae_dist.viz import image_files
+from vae_dist.viz import image_grid
+from vae_dist.model import latent_paths
 from vae_dist.cli import UsageError
 from vae_dist.data import sources
 from vae_dist.data import split_examples
@@ -173,7 +173,7 @@ def scatter(run, opts: Options, builder) -> bytes:
 
 
 def _plots():
-  from vae_dist import plots  # pylint: disable=g-import-not-at-top  # matplotlib is slow to load.
+  from vae_dist.viz import plots  # pylint: disable=g-import-not-at-top  # matplotlib is slow to load.
   return plots
 
 

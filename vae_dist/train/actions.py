@@ -14,7 +14,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from vae_dist import progress
+from vae_dist.report import progress
 from vae_dist.errors import TrainingError
 from vae_dist.train import distribution
 from vae_dist.train import optimizers

@@ -20,7 +20,7 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
-from vae_dist import image_grid
+from vae_dist.viz import image_grid
 
 MIN_CELL = 64  # Pixels an image is enlarged to, at least (28 -> 84, 32 -> 64, 64 -> 64).
 MAX_SIDE = 1600  # ... unless the picture would be wider or higher than this.

@@ -6,7 +6,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from vae_dist import fileio
-from vae_dist import image_grid
+from vae_dist.viz import image_grid
 
 
 def to_pil(image) -> Image.Image:

@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from vae_dist.data import sources
 from vae_dist.data import input_pipeline
-from vae_dist import latent_paths
-from vae_dist import plots
+from vae_dist.model import latent_paths
+from vae_dist.viz import plots
 from vae_dist.viz import pictures
 
 _INTERPOLATION_STEPS = 10

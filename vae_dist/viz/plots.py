@@ -4,7 +4,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from vae_dist import latent_paths
+from vae_dist.model import latent_paths
 
 
 def project(latents) -> tuple:

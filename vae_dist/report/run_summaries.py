@@ -14,8 +14,8 @@ import ml_collections
 import tensorflow as tf
 
 from vae_dist import fileio
-from vae_dist import metric_writers
-from vae_dist import summary_images
+from vae_dist.report import metric_writers
+from vae_dist.viz import summary_images
 
 HPARAMS = ("dataset", "image_size", "channels", "latent_dim", "likelihood", "binarize", "beta",
            "kl_warmup_steps", "batch_size", "optimizer", "learning_rate", "lr_schedule",
