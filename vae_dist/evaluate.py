@@ -275,7 +275,7 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: Optional[
   if metrics["eval/examples"] != examples:
     # Both passes read the same pipeline; a mismatch is a bug, not a user error.
     raise RuntimeError(f"ELBO saw {metrics['eval/examples']} examples, IWAE {examples}.")
-  out = out or default_out(workdir, step, evaluator.num_samples)
+  out = out or default_out(workdir, step, iwae_evaluator.num_samples)
   result["out"] = out
   if distribution.is_chief(strategy):
     tf.io.gfile.makedirs(os.path.dirname(out) or ".")
