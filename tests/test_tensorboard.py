@@ -163,6 +163,10 @@ def test_everything_a_run_writes_is_in_tensorboard(runs, tb):
   assert "config" in text_tags[train]
   text = tb.get(f"/data/plugin/text/text?run={train}&tag=config")
   assert "latent_dim" in text[0]["text"]
+  # What this start ran on: versions, host and parameter count, as in run_info.json.
+  assert "run_info" in text_tags[train]
+  info = tb.get(f"/data/plugin/text/text?run={train}&tag=run_info")[0]["text"]
+  assert "tensorflow_version" in info and "trainable_parameters" in info
 
 
 def test_train_and_eval_curves_of_a_quantity_share_a_chart(runs, tb):

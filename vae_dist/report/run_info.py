@@ -22,9 +22,10 @@ import tensorflow as tf
 
 import vae_dist
 from vae_dist import fileio
+from vae_dist import run_files
 
-RUN_INFO_FILENAME = "run_info.json"
-SUMMARY_FILENAME = "model_summary.txt"
+RUN_INFO_FILENAME = run_files.RUN_INFO
+SUMMARY_FILENAME = run_files.MODEL_SUMMARY
 
 
 def git_state(folder: str) -> dict:

@@ -5,8 +5,10 @@ summaries never add a device-to-host sync inside the loop. Only the chief writes
 the other workers does nothing); the time spent here is measured and reported, so the cost of
 summaries is a number, not a guess.
 """
+import json
 import os
 import time
+from typing import Optional
 import uuid
 
 from absl import logging
@@ -174,16 +176,23 @@ class RunSummaries:
     self._profiling = False
 
   @_timed
-  def start(self, start_step: int, train_graph) -> None:
-    """Config text, graphs and hyperparameters, once per run (not on resume).
+  def start(self, start_step: int, train_graph, run_info: Optional[dict] = None) -> None:
+    """Config text, graphs and hyperparameters once per run; this start's run info every time.
 
     The `train` run's graph is the host loop (`train_graph`, as traced by the trainer); the
     `eval` run's graph is the model's forward pass, the one a user looks for in the Graphs tab.
+    `run_info` (versions, git commit, host, parameters: report/run_info.py) is written as text
+    at the step this start begins from, so a resumed run shows what each part ran on.
     """
     if not self.chief:
       return
     if start_step > 0:
       self.writer.forget_after(start_step)
+    if run_info is not None:
+      self.writer.write_text(start_step, {
+          "run_info": "```\n" + json.dumps(run_info, indent=2, sort_keys=True) + "\n```"})
+    if start_step > 0:
+      self.writer.flush(force=True)
       return
     config = self.config
     self.writer.write_text(0, {"config": "```\n" + config.to_json_best_effort(indent=2) +

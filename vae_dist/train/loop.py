@@ -187,7 +187,8 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   # Traced once here; the loop's calls with the same signature reuse this graph.
   first_loop = tf.constant(min(config.steps_per_loop, max(1, total_steps - start_step)), tf.int32)
   summaries.start(start_step,
-                  trainer.train_loop.get_concrete_function(train_iter, first_loop).graph)
+                  trainer.train_loop.get_concrete_function(train_iter, first_loop).graph,
+                  run_info=started)
 
   throughput = run_summaries.Throughput(config.batch_size, start_step, total_steps)
   watch = preemption.PreemptionWatch(address=preemption.metadata_address())
