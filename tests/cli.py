@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -28,6 +29,28 @@ def run_main(config, workdir, *overrides, timeout=300, **env_extra):
   """Runs main to its end; returns the CompletedProcess (stdout and stderr as text)."""
   return subprocess.run(main_args(config, workdir, *overrides), cwd=ROOT, env=env(**env_extra),
                         capture_output=True, text=True, timeout=timeout)
+
+
+def start_until_metrics(args, workdir, *, env, timeout=240):
+  """Starts a training command and returns its Popen once it has written a metrics line.
+
+  For tests that stop a run mid-way (signals, preemption notices): the run is then past its
+  tracing and first host loop. The caller kills the process if its own checks fail.
+  """
+  proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + timeout
+  try:
+    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+      assert proc.poll() is None, proc.communicate()[1][-3000:]
+      assert time.time() < deadline, f"no metrics line in {timeout} s"
+      time.sleep(0.1)
+  except BaseException:
+    if proc.poll() is None:
+      proc.kill()
+    raise
+  return proc
 
 
 def data_flags(idx_dir, data_dir):

@@ -138,17 +138,10 @@ def test_ctrl_c_saves_at_the_next_boundary_and_the_run_resumes(tmp_path, data):
   workdir = str(tmp_path / "run")
   loop = ["--config.log_every_steps=5", "--config.eval_every_steps=100000",
           "--config.checkpoint_every_steps=100000"]
-  proc = subprocess.Popen(
+  proc = cli.start_until_metrics(
       cli.main_args("configs/mnist.py:smoke", workdir, "--config.dataset=fashion_mnist", *data,
-                    "--config.num_train_steps=100000", *loop),
-      cwd=cli.ROOT, env=_user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    "--config.num_train_steps=100000", *loop), workdir, env=_user_env())
   try:
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    deadline = time.time() + 240
-    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
-      assert proc.poll() is None, proc.communicate()[1][-3000:]
-      assert time.time() < deadline
-      time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
   finally:

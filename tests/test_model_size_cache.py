@@ -117,6 +117,15 @@ def test_cache_is_written_once_and_reused_by_later_pipelines(prepared, tmp_path)
   assert not [f for f in os.listdir(folder) if ".tmp-" in f]
 
 
+def _cut(path, keep):
+  """Truncates a file to keep(size) bytes; returns what it held."""
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:keep(len(data))])
+  return data
+
+
 def test_a_cache_file_without_its_done_mark_is_rebuilt_not_read(prepared, tmp_path):
   root, builder = prepared
   config = _config(root, cache="disk", cache_dir=str(tmp_path / "c"))
@@ -124,10 +133,7 @@ def test_a_cache_file_without_its_done_mark_is_rebuilt_not_read(prepared, tmp_pa
   folder = input_pipeline.disk_cache_folder(builder, config)
   victim = os.path.join(folder, _cache_files(folder)[5])
   # As if the writer died: half the file, no mark (and a leftover temporary file).
-  with open(victim, "rb") as f:
-    data = f.read()
-  with open(victim, "wb") as f:
-    f.write(data[:len(data) // 2])
+  data = _cut(victim, lambda size: size // 2)
   os.remove(victim + ".done")
   with open(victim + ".tmp-deadhost-1-0", "wb") as f:
     f.write(b"junk")
@@ -278,10 +284,7 @@ def test_a_cache_file_of_the_wrong_length_is_rebuilt_not_read(prepared, tmp_path
   want = _batches(builder, config, 9)
   folder = input_pipeline.disk_cache_folder(builder, config)
   victim = os.path.join(folder, _cache_files(folder)[3])
-  with open(victim, "rb") as f:
-    data = f.read()
-  with open(victim, "wb") as f:
-    f.write(data[:-1])
+  data = _cut(victim, lambda size: size - 1)
   got = _batches(builder, _config(root, cache="disk", cache_dir=str(tmp_path / "c")), 9)
   np.testing.assert_array_equal(np.stack(got), np.stack(want))
   with open(victim, "rb") as f:

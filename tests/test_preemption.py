@@ -7,7 +7,6 @@ does.
 import http.server
 import json
 import os
-import subprocess
 import threading
 import time
 
@@ -102,18 +101,12 @@ def test_preemption_notice_saves_exits_143_and_the_run_resumes(tmp_path, data, m
   workdir = str(tmp_path / "run")
   loop = ["--config.steps_per_loop=5", "--config.log_every_steps=5",
           "--config.eval_every_steps=100000", "--config.checkpoint_every_steps=100000"]
-  proc = subprocess.Popen(
+  proc = cli.start_until_metrics(
       cli.main_args("configs/mnist.py:smoke", workdir, "--config.dataset=fashion_mnist", *data,
                     "--config.num_train_steps=100000", *loop),
-      cwd=cli.ROOT, env=cli.env(GCE_METADATA_IP=metadata_server.address),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      workdir, env=cli.env(GCE_METADATA_IP=metadata_server.address))
+  deadline = time.time() + 240
   try:
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    deadline = time.time() + 240
-    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
-      assert proc.poll() is None, proc.communicate()[1][-3000:]
-      assert time.time() < deadline
-      time.sleep(0.1)
     while metadata_server.requests == 0:  # The run is watching.
       assert time.time() < deadline
       time.sleep(0.1)
