@@ -33,7 +33,6 @@ attribute len(indices) rows x (1 + len(alphas)). A GIF of a run with one checkpo
 has one frame.
 """
 import dataclasses
-import os
 from typing import Optional
 
 from absl import flags
@@ -104,7 +103,7 @@ def check_options(opts: drawings.Options) -> None:
 
 def default_out(workdir: str, what: str, step: int) -> str:
   name = "progress.gif" if what == "gif" else f"{what}_step{step}.png"
-  return os.path.join(workdir, "generated", name)
+  return run_files.RunDir(workdir).generated(name)
 
 
 # ---- entry point --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae_dist import fileio
+from vae_dist import run_files
 
 # On object stores: the longest time metrics lines and events wait in memory before an upload.
 FLUSH_SECONDS = 60.0
@@ -62,7 +63,7 @@ def _stored_lines(workdir: str):
   A run killed after merging the parts but before removing them leaves lines in both places;
   they are identical, and kept once.
   """
-  jsonl = os.path.join(workdir, "metrics.jsonl")
+  jsonl = run_files.RunDir(workdir).metrics
   try:
     lines = _read_lines(jsonl)
   except tf.errors.NotFoundError:  # (ram:// says a name exists when it is a prefix of one.)
@@ -96,8 +97,8 @@ class MetricWriter:
 
   def __init__(self, *, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
-    self.logdir = os.path.join(workdir, "tensorboard")
+    self.jsonl_path = run_files.RunDir(workdir).metrics
+    self.logdir = run_files.RunDir(workdir).tensorboard
     self.workdir = workdir
     self.object_store = not fileio.is_local(workdir)
     self._writers = {}
