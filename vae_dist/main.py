@@ -11,7 +11,6 @@ the same command resumes.
 """
 # Flags are read here and nowhere else; the whole config is passed down as one ConfigDict.
 import os
-import sys
 
 from absl import flags
 from ml_collections import config_flags

@@ -10,7 +10,6 @@ are allowed, logged and recorded the same way.
 """
 import datetime
 import json
-import os
 import socket
 from typing import Optional
 
@@ -23,8 +22,6 @@ from vae_dist.errors import WorkdirError
 from vae_dist import fileio
 from vae_dist import run_files
 
-CONFIG_FILENAME = run_files.CONFIG
-HISTORY_FILENAME = run_files.CONFIG_HISTORY
 ACCEPT_FLAG = "--accept_config_changes"
 
 # Fields that change neither the data, the model, the objective nor the optimisation a step
@@ -62,7 +59,7 @@ def read_recorded(workdir: str) -> Optional[dict]:
   Raises:
     WorkdirError: config.json is not a file holding a JSON object (named in the message).
   """
-  path = os.path.join(workdir, CONFIG_FILENAME)
+  path = run_files.RunDir(workdir).config
   if not tf.io.gfile.exists(path):
     return None
   if tf.io.gfile.isdir(path):
@@ -143,7 +140,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict, *, has_checkpo
         f"the config differs from the one the run in {workdir} started with in fields that "
         f"change what it trains: {_describe(meaning)}. Nothing was written. Either start a new "
         f"run with another --workdir, or pass {ACCEPT_FLAG} to continue this run with the new "
-        f"values (recorded in {os.path.join(workdir, HISTORY_FILENAME)}).")
+        f"values (recorded in {run_files.RunDir(workdir).config_history}).")
   logging.warning("Config changed since the run in %s started: %s%s.", workdir, _describe(found),
                   " (accepted with " + ACCEPT_FLAG + ")" if meaning else "")
   return {"changes": [{"field": k, "before": a, "now": b} for k, a, b in found],
@@ -152,7 +149,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict, *, has_checkpo
 
 def record(workdir: str, entry: dict, step: int) -> None:
   """Appends `entry` (from check_resume) to config_history.jsonl, with when, where and the step."""
-  path = os.path.join(workdir, HISTORY_FILENAME)
+  path = run_files.RunDir(workdir).config_history
   entry = dict(entry, step=int(step), host=socket.gethostname(),
                time=datetime.datetime.now(datetime.timezone.utc).isoformat())
   previous = ""

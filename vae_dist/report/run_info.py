@@ -24,8 +24,6 @@ import vae_dist
 from vae_dist import fileio
 from vae_dist import run_files
 
-RUN_INFO_FILENAME = run_files.RUN_INFO
-SUMMARY_FILENAME = run_files.MODEL_SUMMARY
 
 
 def git_state(folder: str) -> dict:
@@ -85,11 +83,11 @@ def record(workdir: str, model, *, write: bool) -> dict:
       f"vae_dist {info['vae_dist_version']}")
   logging.info("Model: %s trainable parameters (summary in %s); code: %s; TensorFlow %s, "
                "Keras %s on %s.", f"{info['trainable_parameters']:,}",
-               os.path.join(workdir, SUMMARY_FILENAME), code, info["tensorflow_version"],
+               run_files.RunDir(workdir).model_summary, code, info["tensorflow_version"],
                info["keras_version"], info["host"])
   if write:
-    fileio.write_text_atomic(os.path.join(workdir, SUMMARY_FILENAME), model_summary(model))
-    path = os.path.join(workdir, RUN_INFO_FILENAME)
+    fileio.write_text_atomic(run_files.RunDir(workdir).model_summary, model_summary(model))
+    path = run_files.RunDir(workdir).run_info
     starts = []
     if tf.io.gfile.exists(path):
       try:

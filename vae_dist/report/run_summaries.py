@@ -191,7 +191,7 @@ class RunSummaries:
     if run_info is not None:
       self.writer.write_text(start_step, {
           "run_info": "```\n" + json.dumps(run_info, indent=2, sort_keys=True) + "\n```"})
-    if start_step > 0:
+    if start_step > 0:  # The rest was written at the run's first start.
       self.writer.flush(force=True)
       return
     config = self.config

@@ -29,8 +29,6 @@ from vae_dist.model import networks
 from vae_dist import run_files
 from vae_dist.train import state as train_state
 
-CONFIG_FILENAME = run_files.CONFIG
-CHECKPOINTS_SUBDIR = run_files.CHECKPOINTS
 
 
 class RunNotFoundError(WorkdirError):
@@ -43,7 +41,7 @@ class NoCheckpointError(WorkdirError):
 
 def checkpoints_dir(workdir: str) -> str:
   """The run's checkpoint root."""
-  return os.path.join(workdir, CHECKPOINTS_SUBDIR)
+  return run_files.RunDir(workdir).checkpoints
 
 
 def load_config(workdir: str, overrides: Optional[dict] = None) -> ml_collections.ConfigDict:
@@ -69,13 +67,13 @@ def load_config(workdir: str, overrides: Optional[dict] = None) -> ml_collection
   if not tf.io.gfile.isdir(workdir):
     raise RunNotFoundError(f"Workdir {workdir} does not exist.")
   run_files.check_kinds(workdir)
-  path = os.path.join(workdir, CONFIG_FILENAME)
+  path = run_files.RunDir(workdir).config
   try:
     with tf.io.gfile.GFile(path, "r") as f:
       values = json.loads(f.read())
   except tf.errors.NotFoundError:
     raise RunNotFoundError(
-        f"{workdir} is not a training run's workdir: it has no {CONFIG_FILENAME} (a run writes "
+        f"{workdir} is not a training run's workdir: it has no {run_files.CONFIG} (a run writes "
         "it before its first step).") from None
   except (tf.errors.OpError, ValueError) as e:
     raise RunNotFoundError(f"Cannot read {path}: {e}") from None
@@ -155,7 +153,7 @@ def restore_weights(model: networks.VAE, workdir: str, step: int) -> str:
   """
   prefix = state_prefix(workdir, step)
   # The tools build the model from the run's own config.json, so a mismatch means it changed.
-  advice = (f"The model was built from {os.path.join(workdir, CONFIG_FILENAME)}: put back the "
+  advice = (f"The model was built from {run_files.RunDir(workdir).config}: put back the "
             "model fields the run was trained with.")
   status = checkpointing.restore_checkpoint(prefix, tf.train.Checkpoint(model=model),
                                             expect_partial=True, advice=advice)
@@ -164,7 +162,7 @@ def restore_weights(model: networks.VAE, workdir: str, step: int) -> str:
     status.assert_existing_objects_matched()
   except AssertionError as e:
     raise WorkdirError(f"Checkpoint {prefix} does not hold all weights of the model described "
-                       f"by {os.path.join(workdir, CONFIG_FILENAME)}: {e}") from None
+                       f"by {run_files.RunDir(workdir).config}: {e}") from None
   return prefix
 
 

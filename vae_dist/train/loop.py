@@ -5,7 +5,6 @@ before the workdir is touched or a step is traced.
 """
 import hashlib
 import json
-import os
 import re
 
 from absl import logging

@@ -31,7 +31,6 @@ from vae_dist.errors import WorkdirError
 from vae_dist import fileio
 from vae_dist import run_files
 
-LOCK_NAME = run_files.LOCK
 HEARTBEAT_SECONDS = 60.0
 STALE_SECONDS = 300.0
 
@@ -59,7 +58,7 @@ class WorkdirLock:
 
   def __init__(self, workdir: str):
     self.workdir = workdir
-    self.path = os.path.join(workdir, LOCK_NAME)
+    self.path = run_files.RunDir(workdir).lock
     self._fd: Optional[int] = None
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
