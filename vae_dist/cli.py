@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 
 from vae_dist import console
+from vae_dist import ctrl_c
 from vae_dist.errors import VaeDistError
 
 FLAGS = flags.FLAGS
@@ -36,6 +37,7 @@ FLAGS = flags.FLAGS
 USAGE_EXIT_CODE = 2
 ERROR_EXIT_CODE = 1
 INTERRUPTED_EXIT_CODE = 130
+INTERRUPTED_LINE = "Interrupted (Ctrl-C); stopped without finishing, nothing was left half-written."
 
 
 def define_common_flags() -> None:
@@ -301,9 +303,9 @@ def guarded(main):
     except KeyboardInterrupt:
       # Ctrl-C where no loop could save at a boundary (preparing data, loading, ...): nothing
       # half-written is left (every write of a run is atomic), so stop quietly.
+      ctrl_c.handled()
       signal.signal(signal.SIGINT, signal.SIG_DFL)
-      print("Interrupted (Ctrl-C); stopped without finishing, nothing was left half-written.",
-            file=sys.stderr, flush=True)
+      print(INTERRUPTED_LINE, file=sys.stderr, flush=True)
       sys.exit(INTERRUPTED_EXIT_CODE)
     except VaeDistError as e:
       _fail(str(e))
@@ -332,4 +334,6 @@ def run(main, required=("workdir",), description: str = "", help_extra: str = ""
   if not description:
     description = getattr(sys.modules.get("__main__"), "__doc__", None) or ""
   flags.mark_flags_as_required(list(required))
+  # Ctrl-C also answers while the main thread is inside one long TensorFlow call.
+  ctrl_c.start(INTERRUPTED_LINE, INTERRUPTED_EXIT_CODE)
   app.run(guarded(main), flags_parser=lambda argv: parse_flags(argv, description, help_extra))

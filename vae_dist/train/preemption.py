@@ -20,6 +20,8 @@ import urllib.request
 
 from absl import logging
 
+from vae_dist import ctrl_c
+
 # What TensorFlow's own preemption handler exits with on Google Cloud: "stopped, start again".
 RESTARTABLE_EXIT_CODE = 143
 
@@ -59,8 +61,9 @@ class PreemptionWatch:
   """Turns SIGTERM, Ctrl-C and the metadata server's notices into "save and stop at the next
   boundary".
 
-  A second Ctrl-C stops at once (KeyboardInterrupt, without saving: the last committed checkpoint
-  stays the run's latest).
+  A second Ctrl-C stops at once (KeyboardInterrupt, or ctrl_c's watch when the main thread is
+  inside a long TensorFlow call; without saving: the last committed checkpoint stays the run's
+  latest).
 
   Args (keyword-only):
     address: the metadata server (metadata_address()); None watches SIGTERM only.
@@ -86,6 +89,7 @@ class PreemptionWatch:
       # A process started with SIGINT ignored (`cmd &` in a script, nohup) keeps ignoring it.
       if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        ctrl_c.needs(2)  # The first one saves at the boundary; the second stops at once.
     except ValueError:  # Not the main thread (e.g. inside a test runner thread).
       pass
     if self._address:
@@ -125,3 +129,4 @@ class PreemptionWatch:
       signal.signal(signal.SIGTERM, self._previous)
     if self._previous_sigint is not None:
       signal.signal(signal.SIGINT, self._previous_sigint)
+      ctrl_c.needs(1)
