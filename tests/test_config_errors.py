@@ -6,8 +6,8 @@ import pytest
 import cli
 from conftest import load_config, mirrored
 from vae_dist.config import checks
-from vae_dist.train import distribution
 from vae_dist.errors import ConfigError
+from vae_dist.train import distribution
 
 
 @pytest.mark.parametrize("field,value,words", [

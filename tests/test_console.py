@@ -19,8 +19,8 @@ from conftest import load_config
 import trained_run_fixture
 from vae_dist.config import checks
 from vae_dist import console
-from vae_dist.train import preemption
 from vae_dist.report import progress
+from vae_dist.train import preemption
 
 # TensorFlow's C++ start-up lines and TFDS' INFO lines: none may reach a default console.
 NOISE = re.compile(r"InitializeLog|port\.cc|cudart_stub|cpu_feature_guard|To enable the following "

@@ -16,13 +16,13 @@ import tensorflow as tf
 import cli
 from conftest import load_config
 import trained_run_fixture
+from vae_dist import cli as tool_cli
 from vae_dist.data import sources
 from vae_dist.data import split_examples
 from vae_dist import errors
 from vae_dist import evaluate
 from vae_dist.model import iwae
 from vae_dist.model import objective
-from vae_dist import cli as tool_cli
 from vae_dist.tools import trained_run
 
 N_TEST = trained_run_fixture.NUM_TEST

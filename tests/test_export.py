@@ -11,10 +11,10 @@ import tensorflow as tf
 import cli
 import trained_run_fixture
 from vae_dist.data import sources
-from vae_dist import export
 from vae_dist.data import split_examples
-from vae_dist.tools import trained_run
 from vae_dist.errors import WorkdirError
+from vae_dist import export
+from vae_dist.tools import trained_run
 
 # Run in a fresh interpreter: imports TensorFlow and NumPy only, calls every signature on the
 # inputs in inputs.npz and saves what comes out, with the signatures' own specs.

@@ -17,11 +17,11 @@ import pytest
 import cli
 from conftest import load_config
 from faults_helpers import one_error, run_tool
+from vae_dist.cli import UsageError
 from vae_dist.config import checks
 from vae_dist.errors import ConfigError
 from vae_dist import generate
 from vae_dist.tools import drawings
-from vae_dist.cli import UsageError
 
 CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(cli.ROOT, "configs",
                                                                                "*.py")))

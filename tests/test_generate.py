@@ -16,16 +16,16 @@ from conftest import load_config
 import datagen
 import trained_run_fixture
 from vae_dist import checkpointing
-from vae_dist.tools import concepts
+from vae_dist import cli as tool_cli
 from vae_dist.data import sources
 from vae_dist import generate
-from vae_dist.tools import drawings
-from vae_dist.viz import pictures
 from vae_dist.model import latent_paths
 from vae_dist.model import networks
-from vae_dist.viz import plots
-from vae_dist import cli as tool_cli
+from vae_dist.tools import concepts
+from vae_dist.tools import drawings
 from vae_dist.tools import trained_run
+from vae_dist.viz import pictures
+from vae_dist.viz import plots
 
 S = 28  # Image size of the run.
 

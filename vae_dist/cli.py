@@ -29,7 +29,7 @@ from absl import flags
 
 from vae_dist import console
 from vae_dist import ctrl_c
-from vae_dist.errors import VaeDistError
+from vae_dist.errors import UsageError, VaeDistError  # UsageError: cli.UsageError too.
 
 FLAGS = flags.FLAGS
 
@@ -69,10 +69,6 @@ def parse_list(text: str, kind, flag: str) -> list:
   except ValueError:
     raise UsageError(f"--{flag}={text!r} is not a comma-separated list of "
                      f"{kind.__name__}s.") from None
-
-
-class UsageError(VaeDistError):
-  """A flag value that is wrong for this run (e.g. an index beyond the split)."""
 
 
 # The largest seed the tools accept: TF's stateless ops take int64, NumPy's take < 2**32; one

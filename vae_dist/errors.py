@@ -22,6 +22,10 @@ class VaeDistError(Exception):
   """Base class: the message alone tells the user what is wrong and what to do."""
 
 
+class UsageError(VaeDistError):
+  """A command-line flag value that is wrong for this run (e.g. an index beyond the split)."""
+
+
 class ConfigError(VaeDistError):
   """A config field has a value the pipeline cannot use."""
 

@@ -35,18 +35,18 @@ from absl import logging
 import tensorflow as tf
 
 import vae_dist
-from vae_dist.data import sources
-from vae_dist.train import distribution
-from vae_dist import fileio
+from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
 from vae_dist.data import input_pipeline
+from vae_dist.data import sources
+from vae_dist.errors import UsageError
+from vae_dist import fileio
 from vae_dist.model import iwae
 from vae_dist.model import objective
 from vae_dist.report import progress
 from vae_dist import run_files
-from vae_dist.train import evaluator
-from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
 from vae_dist.tools import trained_run
-from vae_dist.cli import UsageError
+from vae_dist.train import distribution
+from vae_dist.train import evaluator
 
 EVALUATIONS_SUBDIR = "evaluations"
 

@@ -51,11 +51,11 @@ import ml_collections
 import tensorflow as tf
 
 import vae_dist
+from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
+from vae_dist.errors import WorkdirError
 from vae_dist import fileio
 from vae_dist import run_files
-from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
 from vae_dist.tools import trained_run
-from vae_dist.errors import WorkdirError
 
 EXPORT_INFO_FILENAME = "vae_export.json"
 README_FILENAME = "README.md"

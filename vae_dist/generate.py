@@ -39,16 +39,16 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
-from vae_dist.data import sources
-from vae_dist import fileio
-from vae_dist.viz import image_files
-from vae_dist.viz import image_grid
-from vae_dist import run_files
 from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
+from vae_dist.data import sources
+from vae_dist.errors import DamagedCheckpointError
+from vae_dist.errors import UsageError
+from vae_dist import fileio
+from vae_dist import run_files
 from vae_dist.tools import drawings
 from vae_dist.tools import trained_run
-from vae_dist.errors import DamagedCheckpointError
-from vae_dist.cli import UsageError
+from vae_dist.viz import image_files
+from vae_dist.viz import image_grid
 
 WHATS = ("samples", "reconstructions", "manifold", "interpolation", "scatter", "attribute", "gif")
 

@@ -10,15 +10,15 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from vae_dist.viz import image_files
-from vae_dist.viz import image_grid
-from vae_dist.model import latent_paths
-from vae_dist.cli import UsageError
 from vae_dist.data import sources
 from vae_dist.data import split_examples
 from vae_dist.errors import DamagedCheckpointError
+from vae_dist.errors import UsageError
+from vae_dist.model import latent_paths
 from vae_dist.tools import concepts
 from vae_dist.tools import trained_run
+from vae_dist.viz import image_files
+from vae_dist.viz import image_grid
 from vae_dist.viz import pictures
 
 _BATCH = 128  # Images encoded or decoded at a time.

@@ -14,8 +14,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from vae_dist.report import progress
 from vae_dist.errors import TrainingError
+from vae_dist.report import progress
 from vae_dist.train import distribution
 from vae_dist.train import optimizers
 from vae_dist.train import preemption

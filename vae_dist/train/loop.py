@@ -28,9 +28,9 @@ from vae_dist.errors import VaeDistError
 from vae_dist.errors import WorkdirError
 from vae_dist import fileio
 from vae_dist.report import progress
-from vae_dist import run_files
 from vae_dist.report import run_info
 from vae_dist.report import run_summaries
+from vae_dist import run_files
 from vae_dist.train import actions
 from vae_dist.train import distribution
 from vae_dist.train import evaluator as train_evaluator

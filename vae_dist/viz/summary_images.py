@@ -11,11 +11,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vae_dist.data import sources
 from vae_dist.data import input_pipeline
+from vae_dist.data import sources
 from vae_dist.model import latent_paths
-from vae_dist.viz import plots
 from vae_dist.viz import pictures
+from vae_dist.viz import plots
 
 _INTERPOLATION_STEPS = 10
 _MANIFOLD_SIZE = 15
