@@ -34,11 +34,8 @@ Saving is asynchronous by default, and `save()` returns once the state is snapsh
 (snapshot.py), so the training loop may change the variables straight away; a background thread
 writes the snapshot with the public Checkpoint.write.
 """
-import errno
 import json
-import math
 import os
-import re
 import threading
 import time
 import uuid
@@ -48,18 +45,17 @@ from absl import logging
 import tensorflow as tf
 
 from vae_dist.checkpointing import layout
-from vae_dist.checkpointing import restore_check
+from vae_dist.checkpointing import reader
+from vae_dist.checkpointing import retention
+from vae_dist.checkpointing import save_errors
 from vae_dist.checkpointing import snapshot
 from vae_dist.errors import CheckpointError
-from vae_dist.errors import ConfigError
 from vae_dist.errors import first_line
 from vae_dist.errors import WorkdirError
 from vae_dist import fileio
 
 # Where non-chief workers write their throw-away copy: process memory, never a shared disk.
 _SCRATCH_ROOT = "ram://vae_dist_checkpoint_scratch"
-# OS errors a full or limited disk gives, as they appear in TF's messages.
-_SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def _json_default(value):
@@ -79,7 +75,7 @@ def _rmtree_quietly(path: str) -> None:
     logging.warning("Could not remove %s: %s", path, e)
 
 
-class CheckpointManager:
+class CheckpointManager(reader.CheckpointReader):
   """Saves, commits, lists, prunes and restores numbered checkpoints under one root directory.
 
   Typical use in a training loop (every worker runs the same calls):
@@ -106,11 +102,8 @@ class CheckpointManager:
       MultiWorkerMirroredStrategy every worker must call `save` (TF may need collectives to read
       the variables), but only the chief writes under `directory`; the others write the same
       checkpoint into an in-memory (ram://) directory of their own and delete it.
-    max_to_keep: keep the N most recent committed steps; None keeps every step.
-    keep_every_steps: also keep every step that is a multiple of this; 0 turns it off.
-    keep_best: also keep the K steps with the highest `best_metric`; 0 turns it off.
-    best_metric: the metric `keep_best` ranks, higher is better: looked up in the saved
-      metadata as metadata["metrics"][best_metric], else metadata[best_metric].
+    max_to_keep, keep_every_steps, keep_best, best_metric: which steps to keep after each
+      commit (retention.Retention); the newest step is always kept.
     async_save: return from `save` once the state is snapshotted and write it in the
       background; False writes and commits before `save` returns.
 
@@ -122,27 +115,16 @@ class CheckpointManager:
   def __init__(self, *, directory: str, is_chief: bool = True, max_to_keep: Optional[int] = 3,
                keep_every_steps: int = 0, keep_best: int = 0, best_metric: str = "eval/elbo",
                async_save: bool = True):
-    if max_to_keep is not None and max_to_keep < 1:
-      raise ConfigError("max_to_keep", f"must be at least 1, got {max_to_keep}.")
-    if keep_every_steps < 0:
-      raise ConfigError("keep_every_steps", f"must be 0 (off) or positive, got {keep_every_steps}.")
-    if keep_best < 0:
-      raise ConfigError("keep_best", f"must be 0 (off) or positive, got {keep_best}.")
-    self._root = directory.rstrip("/") or directory
+    self._retention = retention.Retention(max_to_keep, int(keep_every_steps), int(keep_best),
+                                          best_metric)
+    super().__init__(directory=directory)
     self._is_chief = bool(is_chief)
-    self._atomic = layout.is_atomic_rename_filesystem(self._root)
-    self._max_to_keep = max_to_keep
-    self._keep_every_steps = int(keep_every_steps)
-    self._keep_best = int(keep_best)
-    self._best_metric = best_metric
     self._async_save = bool(async_save)
     self._scratch_root = layout.join(_SCRATCH_ROOT, f"{os.getpid()}-{uuid.uuid4().hex}")
     self._warned_sync_fallback = False
 
     self._thread = None  # The background save in flight, if any.
     self._error = None  # An exception from the background save, raised by the next call.
-    self._metadata_cache = {}
-    self._metadata_lock = threading.Lock()
     self._closed = False
     self._saved_steps = set()
 
@@ -153,11 +135,7 @@ class CheckpointManager:
     # save-or-skip decision, and a listing would race with the chief's background commit.
     self._saved_steps = set(self.all_steps())
 
-  # ---- properties and paths ----------------------------------------------------------------------
-
-  @property
-  def directory(self) -> str:
-    return self._root
+  # ---- properties -------------------------------------------------------------------------------
 
   @property
   def is_chief(self) -> bool:
@@ -167,112 +145,7 @@ class CheckpointManager:
   def async_save(self) -> bool:
     return self._async_save
 
-  def step_dir(self, step: int) -> str:
-    """The directory of `step` (whether or not it is committed)."""
-    return layout.join(self._root, str(int(step)))
-
-  def state_prefix(self, step: int) -> str:
-    """The tf.train.Checkpoint prefix of `step`'s train state."""
-    return layout.state_prefix(self.step_dir(step))
-
-  # ---- reading -----------------------------------------------------------------------------------
-
-  def all_steps(self) -> list:
-    """The committed steps, sorted ascending (a save still in flight is not listed)."""
-    try:
-      return layout.committed_steps(self._root)
-    except tf.errors.OpError as e:
-      raise WorkdirError(f"Cannot list checkpoints in {self._root}: {e}") from e
-
-  def latest_step(self) -> Optional[int]:
-    """The newest committed step, or None when there is none."""
-    steps = self.all_steps()
-    return steps[-1] if steps else None
-
-  def metadata(self, step: int) -> dict:
-    """The `_CHECKPOINT_METADATA` of a committed step.
-
-    Args:
-      step: a committed step.
-
-    Returns:
-      A dict with step, start_timestamp, commit_timestamp (seconds since the epoch, start <=
-      commit) and the keys of the metadata passed to `save`.
-
-    Raises:
-      WorkdirError: the step's metadata is missing or unreadable.
-    """
-    step = int(step)
-    with self._metadata_lock:
-      cached = self._metadata_cache.get(step)
-    if cached is None:
-      cached = layout.read_metadata(self.step_dir(step))
-      with self._metadata_lock:
-        self._metadata_cache[step] = cached
-    return json.loads(json.dumps(cached))  # A copy the caller may change.
-
-  def restore(self, step: int, checkpoint: tf.train.Checkpoint, *, expect_partial: bool = False):
-    """Restores `checkpoint` from a committed step of this root.
-
-    Waits for a save in flight first, so the step cannot be pruned while it is read.
-
-    Args:
-      step: a committed step (see `all_steps`).
-      checkpoint: the tf.train.Checkpoint to fill (any strategy).
-      expect_partial: for weights-only restores; see `restore_checkpoint`.
-
-    Returns:
-      The load status of `Checkpoint.read`.
-
-    Raises:
-      CheckpointError: the step holds a model of other shapes than `checkpoint`.
-      WorkdirError: the step is not committed here, or cannot be read.
-    """
-    self.wait_until_finished()
-    step = int(step)
-    steps = self.all_steps()
-    if step not in steps:
-      raise WorkdirError(
-          f"No committed checkpoint for step {step} in {self._root} (committed: {steps}).")
-    logging.info("Restoring checkpoint step %d from %s.", step, self.step_dir(step))
-    # Resuming is the only use of a step of this root: the config changed since the run began.
-    advice = (f"Checkpoints in {self._root} are unchanged. To resume this run, set the config "
-              "back to the values it was started with; to train the changed model, start a new "
-              "--workdir.")
-    return restore_check.restore_checkpoint(self.state_prefix(step), checkpoint,
-                              expect_partial=expect_partial, advice=advice)
-
-  def resolve_restore_from(self, restore_from: str) -> str:
-    """A user's `restore_from` as a state checkpoint prefix (see layout.resolve_restore_from)."""
-    return layout.resolve_restore_from(self._root, restore_from, self.all_steps())
-
-  def restore_path(self, restore_from: str, checkpoint: tf.train.Checkpoint, *,
-                   expect_partial: bool = False) -> str:
-    """Resolves a user's `restore_from` (see `resolve_restore_from`) and restores from it.
-
-    Args:
-      restore_from: the config value: a step number of this directory or a path.
-      checkpoint: the tf.train.Checkpoint to fill; for a weights-only start, one holding only
-        the model, with `expect_partial=True`.
-      expect_partial: see `restore_checkpoint`.
-
-    Returns:
-      The checkpoint prefix restored from.
-
-    Raises:
-      ConfigError: nothing restorable at `restore_from`.
-      CheckpointError: the checkpoint there holds a model of other shapes than `checkpoint`.
-      WorkdirError: the checkpoint there cannot be read.
-    """
-    self.wait_until_finished()
-    prefix = self.resolve_restore_from(restore_from)
-    logging.info("Restoring from %s%s.", prefix, " (partial)" if expect_partial else "")
-    advice = ("config.restore_from must be a checkpoint of the same model: set the model "
-              "fields of the config to those of the run that wrote it, or leave restore_from "
-              "empty (config.restore_weights_only does not help when shapes differ: it only "
-              "skips the optimizer state and the step).")
-    restore_check.restore_checkpoint(prefix, checkpoint, expect_partial=expect_partial, advice=advice)
-    return prefix
+  # ---- setting aside ------------------------------------------------------------------------------
 
   def set_aside(self, step: int, reason: str) -> Optional[str]:
     """Renames a step that cannot be used to `<step>.damaged` (chief only; never deletes it).
@@ -423,7 +296,7 @@ class CheckpointManager:
       # Kept for the training loop's next call, whose message is the one the user reads;
       # logged briefly now in case that call never comes.
       logging.error("Background save of checkpoint step %d failed: %s", step,
-                    _reason(e)[0] if isinstance(e, CheckpointError) else e)
+                    save_errors.reason(e)[0] if isinstance(e, CheckpointError) else e)
       self._saved_steps.discard(step)  # A failed step may be saved again.
       self._error = e
 
@@ -465,33 +338,16 @@ class CheckpointManager:
       # Nothing half-written may stay behind looking like a save under way (or, without atomic
       # rename, like a step that a marker could still commit).
       _rmtree_quietly(work_dir)
-      raise CheckpointError(self._write_failure(step, e)) from e
+      try:
+        committed = self.all_steps()
+      except WorkdirError:
+        committed = None
+      raise CheckpointError(save_errors.write_failure(self._root, step, e, committed)) from e
     with self._metadata_lock:
       self._metadata_cache[step] = record
     logging.info("Committed checkpoint step %d to %s (%.2f s after save() was called).", step,
                  final_dir, record["commit_timestamp"] - record["start_timestamp"])
     self._apply_retention()
-
-  def _write_failure(self, step: int, error: Exception) -> str:
-    """The message for a failed commit: why, what is still safe, what to do."""
-    reason, out_of_space = _reason(error)
-    try:
-      steps = self.all_steps()
-    except WorkdirError:
-      steps = None
-    if steps:
-      kept = (f"Committed checkpoints are unchanged: the latest is step {steps[-1]}, where the "
-              "run resumes when started again.")
-    elif steps is not None:
-      kept = "No checkpoint of this run was committed before, so a restart begins anew."
-    else:
-      kept = "Committed checkpoints were not touched."
-    if out_of_space:
-      todo = ("Free some space there (or raise the disk quota or file size limit) and start "
-              "the run again.")
-    else:
-      todo = "Make sure the directory is writable and start the run again."
-    return (f"Could not save checkpoint step {step} in {self._root}: {reason}. {kept} {todo}")
 
   def _prepare_root(self) -> None:
     """Creates the root and removes what interrupted saves left behind (chief only)."""
@@ -525,32 +381,14 @@ class CheckpointManager:
 
   def _metric(self, step: int) -> Optional[float]:
     try:
-      record = self.metadata(step)
+      return self._retention.metric(self.metadata(step))
     except WorkdirError as e:
       logging.warning("Step %d is not ranked for keep_best: %s", step, e)
       return None
-    metrics = record.get("metrics")
-    value = metrics.get(self._best_metric) if isinstance(metrics, dict) else None
-    if value is None:
-      value = record.get(self._best_metric)
-    if isinstance(value, (int, float)) and math.isfinite(value):
-      return float(value)
-    return None
-
-  def _steps_to_keep(self, steps: list) -> set:
-    keep = set(steps if self._max_to_keep is None else steps[-self._max_to_keep:])
-    if self._keep_every_steps:
-      keep.update(s for s in steps if s % self._keep_every_steps == 0)
-    if self._keep_best:
-      ranked = sorted(((m, s) for s in steps if (m := self._metric(s)) is not None), reverse=True)
-      keep.update(s for _, s in ranked[:self._keep_best])
-    if steps:
-      keep.add(steps[-1])  # The newest step is what a restart resumes from.
-    return keep
 
   def _apply_retention(self) -> None:
     steps = self.all_steps()
-    keep = self._steps_to_keep(steps)
+    keep = self._retention.steps_to_keep(steps, self._metric)
     for step in steps:
       if step not in keep:
         self._delete_step(step)
@@ -576,20 +414,3 @@ class CheckpointManager:
       self._metadata_cache.pop(step, None)
     logging.info("Deleted old checkpoint %s.", step_dir)
 
-
-def _reason(error: BaseException) -> tuple:
-  """(the OS error in a failed write's message, whether it says the disk or a limit is full).
-
-  TF reports a failed write as "{{function_node ...}} <file>; File too large [Op:SaveV2]":
-  the user needs the last part, not the temporary file's name.
-  """
-  if isinstance(error, CheckpointError) and error.__cause__ is not None:
-    error = error.__cause__
-  text = error.message if isinstance(error, tf.errors.OpError) else str(error)
-  for code in _SPACE_ERRNOS:
-    if os.strerror(code) in text:
-      return os.strerror(code), True
-  if isinstance(error, OSError) and error.strerror:
-    return error.strerror, False
-  text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
-  return re.sub(r"\s*\[Op:\w+\]\s*$", "", text).strip(), False

@@ -100,10 +100,8 @@ def load_config(workdir: str, overrides: Optional[dict] = None) -> ml_collection
 
 def committed_steps(workdir: str) -> list:
   """The committed checkpoint steps of a run, ascending ([] when there are none)."""
-  # is_chief=False: a reader must never clean up what a training run may still be writing.
-  manager = checkpointing.CheckpointManager(
-      directory=checkpoints_dir(workdir), is_chief=False, max_to_keep=None)
-  return manager.all_steps()
+  # A reader: it never cleans up what a training run may still be writing.
+  return checkpointing.CheckpointReader(directory=checkpoints_dir(workdir)).all_steps()
 
 
 def resolve_step(workdir: str, step: Optional[int] = None) -> int:
