@@ -53,6 +53,32 @@ def start_until_metrics(args, workdir, *, env, timeout=240):
   return proc
 
 
+def finish_or_kill(proc, timeout=120):
+  """(stdout, stderr) of a stopped-by-the-test process once it ends; killed if it outlives us."""
+  try:
+    return proc.communicate(timeout=timeout)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+
+
+def committed_steps(workdir):
+  """Checkpoint steps of a workdir whose commit finished (their metadata written last)."""
+  root = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(root):
+    return []
+  return sorted(int(d) for d in os.listdir(root)
+                if d.isdigit() and os.path.exists(os.path.join(root, d, "_CHECKPOINT_METADATA")))
+
+
+def assert_one_error_line(proc, words):
+  """The process failed with exit 2 and exactly one `error: ` line containing `words`."""
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and words in errors[0], proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
 def data_flags(idx_dir, data_dir):
   return [f"--config.manual_dir={idx_dir}", f"--config.data_dir={data_dir}"]
 

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -123,15 +124,7 @@ def test_shipped_configs_are_named_from_anywhere(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "vae_dist.main", f"--config={value}"],
                          cwd=str(tmp_path), env=_user_env(), capture_output=True, text=True,
                          timeout=60)
-    assert bad.returncode == 2
-    errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and words in errors[0], bad.stderr
-    assert "Traceback" not in bad.stderr
-
-
-def _committed(workdir):
-  root = os.path.join(workdir, "checkpoints")
-  return sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
+    cli.assert_one_error_line(bad, words)
 
 
 def test_ctrl_c_saves_at_the_next_boundary_and_the_run_resumes(tmp_path, data):
@@ -141,14 +134,10 @@ def test_ctrl_c_saves_at_the_next_boundary_and_the_run_resumes(tmp_path, data):
   proc = cli.start_until_metrics(
       cli.main_args("configs/mnist.py:smoke", workdir, "--config.dataset=fashion_mnist", *data,
                     "--config.num_train_steps=100000", *loop), workdir, env=_user_env())
-  try:
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
+  proc.send_signal(signal.SIGINT)
+  out, err = cli.finish_or_kill(proc)
   assert proc.returncode == preemption.RESTARTABLE_EXIT_CODE, err[-3000:]
-  [step] = _committed(workdir)
+  [step] = cli.committed_steps(workdir)
   assert 0 < step < 100000 and step % 5 == 0
   assert "Ctrl-C: saving a checkpoint at the next step boundary" in err
   assert f"Stopped at step {step} after Ctrl-C" in err
@@ -248,3 +237,63 @@ def test_only_vae_dist_commands_filter_the_console():
   assert not console.is_command(["x"], ["python", "-m", "vae_dist.benchmark"])
   assert console.wants_verbose(["x", "--verbosity=1"]) and console.wants_verbose(["x", "-v", "1"])
   assert not console.wants_verbose(["x", "--config=mnist"])
+
+
+_LONG_HOST_LOOP = r"""
+import sys, threading, time
+import tensorflow as tf
+from vae_dist import cli, ctrl_c
+from vae_dist.train import preemption
+ctrl_c.start(cli.INTERRUPTED_LINE, cli.INTERRUPTED_EXIT_CODE)
+watch = preemption.PreemptionWatch()
+watch.start()
+running = tf.Variable(1)
+x = tf.random.normal([64, 64])
+
+@tf.function
+def host_loop():  # One TensorFlow call that lasts until `running` is cleared, like a host loop.
+  return tf.while_loop(lambda y: running.read_value() > 0, lambda y: [tf.tanh(y @ x)], [x])
+
+threading.Timer(float(sys.argv[1]), lambda: running.assign(0)).start()
+print("looping", flush=True)
+host_loop()
+print("returned", watch.reason, flush=True)
+"""
+
+
+def test_first_ctrl_c_in_a_long_host_loop_is_acknowledged_at_once(tmp_path):
+  """The training loop's Ctrl-C line appears when Ctrl-C is pressed, not when the loop returns."""
+  loop_seconds = 12.0
+  proc = subprocess.Popen([sys.executable, "-c", _LONG_HOST_LOOP, str(loop_seconds)],
+                          cwd=cli.ROOT, env=_user_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  arrivals = []  # (seconds since start, line) of stdout and stderr.
+  start = time.time()
+
+  def read(stream):
+    for line in stream:
+      arrivals.append((time.time() - start, line.rstrip("\n")))
+
+  readers = [threading.Thread(target=read, args=(s,), daemon=True)
+             for s in (proc.stdout, proc.stderr)]
+  for r in readers:
+    r.start()
+  try:
+    deadline = time.time() + 120
+    while not any(line == "looping" for _, line in arrivals):
+      assert proc.poll() is None and time.time() < deadline, arrivals
+      time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    sent = time.time() - start
+    assert proc.wait(timeout=120) == 0, arrivals
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  for r in readers:
+    r.join(timeout=10)
+  [(acked, _)] = [a for a in arrivals if "Ctrl-C: saving a checkpoint at the next step" in a[1]]
+  [(returned, line)] = [a for a in arrivals if a[1].startswith("returned")]
+  assert line == "returned Ctrl-C"  # The loop would save at its boundary.
+  assert acked - sent < 3.0, arrivals
+  assert returned - acked > 3.0, arrivals  # Said while the loop still ran, not after it.

@@ -31,12 +31,6 @@ def _error_lines(stderr):
   return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
-def _committed(workdir):
-  root = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(root):
-    return []
-  return sorted(int(d) for d in os.listdir(root)
-                if d.isdigit() and os.path.exists(os.path.join(root, d, "_CHECKPOINT_METADATA")))
 
 
 def _wait_for(predicate, proc, seconds=180):
@@ -55,7 +49,7 @@ def test_second_run_on_a_busy_workdir_refuses_naming_the_first(tmp_path, data):
                     "--config.eval_every_steps=1000000", "--config.log_every_steps=20"),
       cwd=cli.ROOT, env=cli.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
-    _wait_for(lambda: _committed(workdir), first)
+    _wait_for(lambda: cli.committed_steps(workdir), first)
     second = cli.run_main("configs/mnist.py:smoke", workdir, *BASE, *data, timeout=120)
     assert second.returncode == 1
     errors = _error_lines(second.stderr)
@@ -72,12 +66,12 @@ def test_second_run_on_a_busy_workdir_refuses_naming_the_first(tmp_path, data):
     if first.poll() is None:
       first.kill()
   # Once the first run has ended the workdir is free again, and the run resumes.
-  last = _committed(workdir)[-1]
+  last = cli.committed_steps(workdir)[-1]
   again = cli.run_main("configs/mnist.py:smoke", workdir, *BASE, *data,
                        f"--config.num_train_steps={last + 2}", timeout=120)
   assert again.returncode == 0, again.stderr[-3000:]
   assert f"Resumed from {os.path.join(workdir, 'checkpoints', str(last))}" in again.stderr
-  assert _committed(workdir)[-1] == last + 2
+  assert cli.committed_steps(workdir)[-1] == last + 2
 
 
 def test_workdir_that_cannot_be_created(tmp_path, data):
@@ -168,7 +162,7 @@ def test_killed_at_a_random_point_then_started_again_finishes(tmp_path, data, se
   proc = subprocess.Popen(args, cwd=cli.ROOT, env=cli.env(), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   try:
-    _wait_for(lambda: _committed(workdir), proc)
+    _wait_for(lambda: cli.committed_steps(workdir), proc)
     time.sleep(rng.uniform(0.0, 1.5))
     sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
     proc.send_signal(sig)
@@ -182,7 +176,7 @@ def test_killed_at_a_random_point_then_started_again_finishes(tmp_path, data, se
     assert "Stopped at step" in stderr or "Run finished" in stderr
   else:
     assert proc.returncode == -signal.SIGKILL
-  resumable = _committed(workdir)
+  resumable = cli.committed_steps(workdir)
   assert resumable, "no committed checkpoint survived"
   again = subprocess.run(args, cwd=cli.ROOT, env=cli.env(), capture_output=True, text=True,
                          timeout=300)
@@ -192,7 +186,7 @@ def test_killed_at_a_random_point_then_started_again_finishes(tmp_path, data, se
             in again.stderr)
   root = os.path.join(workdir, "checkpoints")
   assert not [d for d in os.listdir(root) if not d.isdigit()], os.listdir(root)
-  assert _committed(workdir)[-1] == total
+  assert cli.committed_steps(workdir)[-1] == total
   records = cli.read_metrics(workdir)  # Every line whole: a line cut by the kill is dropped.
   evals = [r for r in records if "eval/elbo" in r]
   assert evals[-1]["step"] == total

@@ -231,17 +231,22 @@ def test_auto_falls_back_to_decoding_when_the_cache_cannot_be_written(prepared, 
   np.testing.assert_array_equal(np.stack(got), np.stack(want))
 
 
+def _pipeline_script(root, body):
+  """A program for another process: the smoke Cartoon config on the prepared data, then body."""
+  return ("import sys; sys.path.insert(0, 'tests')\n"
+          "import numpy as np, tensorflow as tf\n"
+          "from conftest import load_config\n"
+          "from vae_dist.data import input_pipeline, sources\n"
+          "c = load_config('cartoon', 'smoke')\n"
+          f"c.manual_dir, c.data_dir = {str(root / 'manual')!r}, {str(root / 'tfds')!r}\n" + body)
+
+
 def test_two_processes_build_the_same_cache_at_once_and_agree(prepared, tmp_path):
   """Two hosts starting together on one shared data dir: both finish, the cache is whole."""
   root, builder = prepared
-  script = (
-      "import sys; sys.path.insert(0, 'tests')\n"
-      "import numpy as np, tensorflow as tf\n"
-      "from conftest import load_config\n"
-      "from vae_dist.data import input_pipeline, sources\n"
-      "c = load_config('cartoon', 'smoke')\n"
-      f"c.manual_dir, c.data_dir = {str(root / 'manual')!r}, {str(root / 'tfds')!r}\n"
-      f"c.image_size, c.cache, c.cache_dir, c.batch_size = 16, 'disk', {str(tmp_path / 'c')!r}, 4\n"
+  cache_dir = str(tmp_path / "c")
+  script = _pipeline_script(
+      root, f"c.image_size, c.cache, c.cache_dir, c.batch_size = 16, 'disk', {cache_dir!r}, 4\n"
       "b = sources.load_builder(c)\n"
       "it = iter(input_pipeline.train_dataset_fn(b, c, 0)(tf.distribute.InputContext()))\n"
       "np.save(sys.argv[1], np.stack([next(it)['image'].numpy() for _ in range(9)]))\n")
@@ -294,14 +299,9 @@ def test_a_cache_file_of_the_wrong_length_is_rebuilt_not_read(prepared, tmp_path
 def test_cache_on_gs_is_built_marked_and_read_back_bitwise(prepared, gcs, tmp_path):  # pylint: disable=redefined-outer-name
   """cache_dir on gs:// (TensorFlow's GCS client, the emulator): written once, same batches."""
   root, builder = prepared
-  script = (
-      "import sys; sys.path.insert(0, 'tests')\n"
-      "import numpy as np, tensorflow as tf\n"
-      "from conftest import load_config\n"
-      "from vae_dist.data import input_pipeline, sources\n"
-      "c = load_config('cartoon', 'smoke')\n"
-      f"c.manual_dir, c.data_dir = {str(root / 'manual')!r}, {str(root / 'tfds')!r}\n"
-      "c.image_size, c.cache, c.cache_dir, c.batch_size = 16, 'disk', 'gs://vae-test/cache', 32\n"
+  script = _pipeline_script(
+      root, "c.image_size, c.cache, c.cache_dir = 16, 'disk', 'gs://vae-test/cache'\n"
+      "c.batch_size = 32\n"
       "b = sources.load_builder(c)\n"
       "ctx = tf.distribute.InputContext(8, 0, 8)  # Host 0 of 8: 4 files of 32, fewer requests.\n"
       "for out in sys.argv[1:]:  # The second pipeline reads what the first wrote.\n"

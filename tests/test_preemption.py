@@ -92,11 +92,6 @@ def data(tmp_path_factory):
   return cli.prepared_idx_data(str(tmp_path_factory.mktemp("preempt")), seed=6)
 
 
-def _committed(workdir):
-  root = os.path.join(workdir, "checkpoints")
-  return sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
-
-
 def test_preemption_notice_saves_exits_143_and_the_run_resumes(tmp_path, data, metadata_server):
   workdir = str(tmp_path / "run")
   loop = ["--config.steps_per_loop=5", "--config.log_every_steps=5",
@@ -110,13 +105,13 @@ def test_preemption_notice_saves_exits_143_and_the_run_resumes(tmp_path, data, m
     while metadata_server.requests == 0:  # The run is watching.
       assert time.time() < deadline
       time.sleep(0.1)
-    metadata_server.notice = "preempted"
-    out, err = proc.communicate(timeout=120)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
+  except BaseException:
+    proc.kill()
+    raise
+  metadata_server.notice = "preempted"
+  out, err = cli.finish_or_kill(proc)
   assert proc.returncode == preemption.RESTARTABLE_EXIT_CODE, err[-3000:]
-  [step] = _committed(workdir)
+  [step] = cli.committed_steps(workdir)
   assert 0 < step < 100000 and step % 5 == 0
   assert f"Stopped at step {step} after preempted" in err
   assert "Traceback" not in err and f"Run stopped at step {step}" in out

@@ -20,7 +20,8 @@ import threading
 # Time the main thread gets to stop by itself (KeyboardInterrupt unwinding, flushing writers).
 GRACE_SECONDS = 3.0
 
-_state = {"needed": 1, "seen": 0, "handled": False, "message": "", "exit_code": 130}
+_state = {"needed": 1, "seen": 0, "handled": False, "message": "", "exit_code": 130,
+          "listener": None}
 _lock = threading.Lock()
 _stop_requested = threading.Event()
 
@@ -52,6 +53,16 @@ def needs(count: int) -> None:
     _state["needed"] = _state["seen"] + count
 
 
+def listen(listener) -> None:
+  """Calls listener() from the watch's thread at each Ctrl-C, as it arrives (None: no one).
+
+  Python runs its own handler only once the main thread returns from TensorFlow, which in a
+  long host loop is minutes later; a listener can answer the user at once.
+  """
+  with _lock:
+    _state["listener"] = listener
+
+
 def handled() -> None:
   """The main thread is stopping for the Ctrl-C itself: the watch stands down."""
   with _lock:
@@ -64,9 +75,13 @@ def _watch(read_end: int) -> None:
       received = os.read(read_end, 64)
     except OSError:
       return
+    count = received.count(bytes([signal.SIGINT]))
     with _lock:
-      _state["seen"] += received.count(bytes([signal.SIGINT]))
+      _state["seen"] += count
       due = _state["seen"] >= _state["needed"]
+      listener = _state["listener"]
+    if count and listener is not None:
+      listener()
     if due:
       threading.Thread(target=_end_if_still_running, name="ctrl-c-grace", daemon=True).start()
 

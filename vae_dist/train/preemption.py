@@ -78,6 +78,9 @@ class PreemptionWatch:
     self._previous_sigint = None
     self._done = threading.Event()
     self._thread = None
+    self._sigints = 0  # Ctrl-Cs Python's handler has run for.
+    self._ack_lock = threading.Lock()
+    self._ctrl_c_acknowledged = False
 
   @property
   def requested(self) -> bool:
@@ -90,6 +93,7 @@ class PreemptionWatch:
       if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
         ctrl_c.needs(2)  # The first one saves at the boundary; the second stops at once.
+        ctrl_c.listen(self._acknowledge_ctrl_c)
     except ValueError:  # Not the main thread (e.g. inside a test runner thread).
       pass
     if self._address:
@@ -103,14 +107,23 @@ class PreemptionWatch:
     self.reason = self.reason or "SIGTERM"
 
   def _on_sigint(self, signum, frame):
-    del frame
-    if self.reason == "Ctrl-C":  # The second one: stop now.
+    del signum, frame
+    self._sigints += 1
+    if self._sigints > 1:  # The second one: stop now.
       signal.signal(signal.SIGINT, signal.default_int_handler)
       raise KeyboardInterrupt
-    logging.warning("Ctrl-C: saving a checkpoint at the next step boundary, then stopping "
-                    "(Ctrl-C again stops at once, without saving).")
-    self.reason = self.reason or "Ctrl-C"
-    del signum
+    self._acknowledge_ctrl_c()
+
+  def _acknowledge_ctrl_c(self):
+    # Called by ctrl_c's watch the moment Ctrl-C is pressed (the main thread may be inside a
+    # host loop for minutes), and by Python's handler once the main thread gets it; says it once.
+    with self._ack_lock:
+      if self._ctrl_c_acknowledged:
+        return
+      self._ctrl_c_acknowledged = True
+      logging.warning("Ctrl-C: saving a checkpoint at the next step boundary, then stopping "
+                      "(Ctrl-C again stops at once, without saving).")
+      self.reason = self.reason or "Ctrl-C"
 
   def _poll(self):
     while True:
@@ -130,3 +143,4 @@ class PreemptionWatch:
     if self._previous_sigint is not None:
       signal.signal(signal.SIGINT, self._previous_sigint)
       ctrl_c.needs(1)
+      ctrl_c.listen(None)
