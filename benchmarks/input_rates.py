@@ -167,7 +167,7 @@ def _pipeline_worker(spec) -> dict:
 
 def _train_step_worker(spec) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import speed  # pylint: disable=g-import-not-at-top  # benchmarks/ is sys.path[0].
+  import flops  # pylint: disable=g-import-not-at-top  # benchmarks/ is sys.path[0].
   from vae_dist.train import distribution  # pylint: disable=g-import-not-at-top
   from vae_dist.train import state as train_state  # pylint: disable=g-import-not-at-top
   from vae_dist.train import steps  # pylint: disable=g-import-not-at-top
@@ -198,12 +198,12 @@ def _train_step_worker(spec) -> dict:
     if spec["short"] and calls >= 2:
       break
   images = calls * config.steps_per_loop * config.batch_size
-  flops = speed.analytic_flops(state.model, config)
+  counted = flops.analytic_flops(state.model, config)
   return {"cores": len(_affinity()), "batch_size": config.batch_size,
           "jit_compile": config.jit_compile, "compile_seconds": compile_seconds,
           "images_per_sec": images / elapsed,
           "images_per_cpu_second": images / max(time.process_time() - c0, 1e-9),
-          "train_flops_per_image": flops["train"],
+          "train_flops_per_image": counted["train"],
           "load_average": list(os.getloadavg())}
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 import cli
 from conftest import load_config
 import trained_run_fixture
-from vae_dist import cli as tool_cli
+from vae_dist import cli as vae_cli
 from vae_dist.data import sources
 from vae_dist.data import split_examples
 from vae_dist import errors
@@ -183,15 +183,15 @@ def test_errors(run, tmp_path):
     evaluate.evaluate(str(empty))
   with pytest.raises(trained_run.NoCheckpointError, match="committed steps: 20, 40, 60"):
     evaluate.evaluate(run["workdir"], step=50)
-  with pytest.raises(tool_cli.UsageError, match="does not divide by the 3 replicas"):
+  with pytest.raises(vae_cli.UsageError, match="does not divide by the 3 replicas"):
     evaluate.evaluate(run["workdir"], overrides={"strategy": "mirrored", "num_cpu_devices": 3,
                                                   "eval_batch_size": 8})
-  with pytest.raises(tool_cli.UsageError, match="num_samples"):
+  with pytest.raises(vae_cli.UsageError, match="num_samples"):
     evaluate.evaluate(run["workdir"], num_samples=0, out=str(tmp_path / "x.json"))
 
 
 def test_tool_command_lines_end_a_user_error_with_one_line(capsys):
-  """tool_cli.run, which every tool's __main__ uses (generate's is also run for real)."""
+  """vae_dist.cli.run, which every tool's __main__ uses (generate's is also run for real)."""
 
   def main(argv):
     del argv
@@ -201,7 +201,7 @@ def test_tool_command_lines_end_a_user_error_with_one_line(capsys):
   sys.argv = ["vae_dist.evaluate"]
   try:
     with pytest.raises(SystemExit) as exit_info:
-      tool_cli.run(main, required=())
+      vae_cli.run(main, required=())
   finally:
     sys.argv = argv
   assert exit_info.value.code == 1

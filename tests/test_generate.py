@@ -16,7 +16,7 @@ from conftest import load_config
 import datagen
 import trained_run_fixture
 from vae_dist import checkpointing
-from vae_dist import cli as tool_cli
+from vae_dist import cli as vae_cli
 from vae_dist.data import sources
 from vae_dist import generate
 from vae_dist.model import latent_paths
@@ -247,10 +247,10 @@ def test_missing_workdir_no_checkpoint_and_bad_options_are_clear_errors(run, tmp
     generate.generate(str(empty), "samples")
   with pytest.raises(trained_run.NoCheckpointError, match="20, 40, 60"):
     generate.generate(run["workdir"], "samples", step=7)
-  with pytest.raises(tool_cli.UsageError, match="outside split"):
+  with pytest.raises(vae_cli.UsageError, match="outside split"):
     generate.generate(run["workdir"], "reconstructions", str(tmp_path / "r.png"),
                       opts=drawings.Options(indices=(0, 20)))
-  with pytest.raises(tool_cli.UsageError, match="GIF"):
+  with pytest.raises(vae_cli.UsageError, match="GIF"):
     generate.generate(run["workdir"], "gif", str(tmp_path / "g.png"))
 
 

@@ -35,7 +35,7 @@ from absl import logging
 import tensorflow as tf
 
 import vae_dist
-from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
+from vae_dist import cli  # The tools' shared flags and checks.
 from vae_dist.data import input_pipeline
 from vae_dist.data import sources
 from vae_dist.errors import UsageError
@@ -170,7 +170,7 @@ def choose_num_samples(*, config, strategy, model, builder, chunk_size: int, see
 def _check_sampling(num_samples: int, chunk_size: int) -> None:
   if num_samples < 1:
     raise UsageError(f"--num_samples must be at least 1, got {num_samples}.")
-  tool_cli.check_range("num_samples", num_samples, 1, 1_000_000)
+  cli.check_range("num_samples", num_samples, 1, 1_000_000)
   if chunk_size < 0:
     raise UsageError(f"--chunk_size must be positive (or 0: automatic), got {chunk_size}.")
 
@@ -284,7 +284,7 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: Optional[
 
 
 def define_flags() -> None:
-  tool_cli.define_common_flags()
+  cli.define_common_flags()
   flags.DEFINE_integer("num_samples", None, "K, importance samples per image of the IWAE bound. "
                        "Default: the largest of 1000, 500, 200, ... that takes about 5 minutes "
                        "or less on this device (timed on the first batches).")
@@ -305,16 +305,16 @@ def define_flags() -> None:
 def main(argv):
   del argv
   f = flags.FLAGS
-  tool_cli.check_common_flags()
-  tool_cli.check_range("seed", f.seed, 0, tool_cli.MAX_SEED)
+  cli.check_common_flags()
+  cli.check_range("seed", f.seed, 0, cli.MAX_SEED)
   if f.batch_size is not None:
-    tool_cli.check_range("batch_size", f.batch_size, 1)
+    cli.check_range("batch_size", f.batch_size, 1)
   if f.max_examples is not None:
-    tool_cli.check_range("max_examples", f.max_examples, 1, allow=(-1,),
+    cli.check_range("max_examples", f.max_examples, 1, allow=(-1,),
                          why="-1 evaluates the whole split")
   if f.num_cpu_devices is not None:
-    tool_cli.check_range("num_cpu_devices", f.num_cpu_devices, 0, 1024)
-  overrides = tool_cli.data_overrides()
+    cli.check_range("num_cpu_devices", f.num_cpu_devices, 0, 1024)
+  overrides = cli.data_overrides()
   overrides.update(strategy=f.strategy, num_cpu_devices=f.num_cpu_devices, tpu=f.tpu,
                    eval_batch_size=f.batch_size, eval_num_examples=f.max_examples)
   result = evaluate(f.workdir, f.step, num_samples=f.num_samples, chunk_size=f.chunk_size,
@@ -325,7 +325,7 @@ def main(argv):
 def run():
   """The vae-dist-evaluate console script."""
   define_flags()
-  tool_cli.run(main, description=__doc__)
+  cli.run(main, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ import ml_collections
 import tensorflow as tf
 
 import vae_dist
-from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
+from vae_dist import cli  # The tools' shared flags and checks.
 from vae_dist.errors import WorkdirError
 from vae_dist import fileio
 from vae_dist import run_files
@@ -275,7 +275,7 @@ def export(workdir: str, out: str, step: Optional[int] = None, *, overwrite: boo
       be written.
   """
   if not out:
-    raise tool_cli.UsageError("--out is required: the directory the SavedModel goes to.")
+    raise cli.UsageError("--out is required: the directory the SavedModel goes to.")
   given = out
   out = run_files.check_output(out.rstrip("/") or out, flag="--out")
   _check_replaceable(given, out, overwrite)
@@ -322,7 +322,7 @@ def export(workdir: str, out: str, step: Optional[int] = None, *, overwrite: boo
 
 
 def define_flags() -> None:
-  tool_cli.define_common_flags()
+  cli.define_common_flags()
   flags.DEFINE_string("out", None, "Directory to write the SavedModel to (must not exist).")
   flags.DEFINE_bool("overwrite", False, "Replace an earlier export at --out (never anything "
                     "else).")
@@ -331,7 +331,7 @@ def define_flags() -> None:
 def main(argv):
   del argv
   f = flags.FLAGS
-  tool_cli.check_common_flags()
+  cli.check_common_flags()
   info = export(f.workdir, f.out, f.step, overwrite=f.overwrite)
   print(f"Exported {f.workdir} step {info['source']['step']} to {f.out} (signatures "
         f"{', '.join(info['signatures'])}; see {os.path.join(f.out, README_FILENAME)}).",
@@ -341,7 +341,7 @@ def main(argv):
 def run():
   """The vae-dist-export console script."""
   define_flags()
-  tool_cli.run(main, required=("workdir", "out"), description=__doc__)
+  cli.run(main, required=("workdir", "out"), description=__doc__)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
-from vae_dist import cli as tool_cli  # The tools' shared flags and checks.
+from vae_dist import cli  # The tools' shared flags and checks.
 from vae_dist.data import sources
 from vae_dist.errors import DamagedCheckpointError
 from vae_dist.errors import UsageError
@@ -74,9 +74,9 @@ def check_options(opts: drawings.Options) -> None:
   Raises:
     UsageError: naming the flag, its value and the range.
   """
-  check = tool_cli.check_range
+  check = cli.check_range
   check("num", opts.num, 1, MAX_IMAGES, allow=(0,))
-  check("seed", opts.seed, 0, tool_cli.MAX_SEED)
+  check("seed", opts.seed, 0, cli.MAX_SEED)
   check("temperature", opts.temperature, 0.0, 1e3)
   for index in opts.indices:
     check("indices", index, 0, why="indices count from 0")
@@ -185,7 +185,7 @@ def generate(workdir: str, what: str, out: Optional[str] = None, step: Optional[
 
 
 def define_flags() -> None:
-  tool_cli.define_common_flags()
+  cli.define_common_flags()
   flags.DEFINE_enum("what", None, WHATS, "What to draw.")
   flags.DEFINE_string("out", None, "PNG (or GIF) to write; default "
                       "<workdir>/generated/<what>_step<step>.png.")
@@ -225,7 +225,7 @@ def _options_from_flags() -> drawings.Options:
   for field in dataclasses.fields(drawings.Options):
     value = f[field.name].value
     if field.name in _LIST_OPTIONS:
-      value = tuple(tool_cli.parse_list(value, _LIST_OPTIONS[field.name], field.name))
+      value = tuple(cli.parse_list(value, _LIST_OPTIONS[field.name], field.name))
     values[field.name] = value
   if len(values["quantiles"]) != 2:
     raise UsageError(f"--quantiles needs two values, low and high; got {f.quantiles!r}.")
@@ -235,9 +235,9 @@ def _options_from_flags() -> drawings.Options:
 def main(argv):
   del argv
   f = flags.FLAGS
-  tool_cli.check_common_flags()
+  cli.check_common_flags()
   summary = generate(f.workdir, f.what, f.out, f.step, _options_from_flags(),
-                     tool_cli.data_overrides())
+                     cli.data_overrides())
   extra = f", {summary['frames']} frames (steps {summary['steps']})" if "frames" in summary else ""
   print(f"Wrote {summary['out']} ({summary['width']}x{summary['height']}): {summary['what']} "
         f"at step {summary['step']}{extra}.", flush=True)
@@ -252,7 +252,7 @@ def run():
   """The vae-dist-generate console script."""
   define_flags()
   flags.mark_flags_as_required(["what"])
-  tool_cli.run(main, description=__doc__)
+  cli.run(main, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ its index, so the eval ELBO does not depend on how it was computed.
 import math
 import os
 import time
+from typing import Optional
 
 from absl import logging
 import ml_collections
@@ -349,12 +350,17 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
 # ---- evaluation ---------------------------------------------------------------------------------
 
 
-def eval_split_spec(builder, config: ml_collections.ConfigDict) -> str:
-  """The eval split, or its first config.eval_num_examples examples when that is fewer."""
-  limit = config.eval_num_examples
-  if 0 < limit < builder.info.splits[config.eval_split].num_examples:
-    return f"{config.eval_split}[:{limit}]"
-  return config.eval_split
+def eval_split_spec(builder, config: ml_collections.ConfigDict, split: Optional[str] = None,
+                    limit: Optional[int] = None) -> str:
+  """The eval split, or its first config.eval_num_examples examples when that is fewer.
+
+  `split` and `limit` read another split (or another number of examples) the same way.
+  """
+  split = config.eval_split if split is None else split
+  limit = config.eval_num_examples if limit is None else limit
+  if 0 < limit < builder.info.splits[split].num_examples:
+    return f"{split}[:{limit}]"
+  return split
 
 
 def eval_batch_size(config: ml_collections.ConfigDict) -> int:
@@ -371,16 +377,20 @@ def num_eval_steps(builder, config: ml_collections.ConfigDict, num_replicas: int
   return max(1, math.ceil(largest / per_pipeline_step))
 
 
-def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int):
+def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int, *,
+                    spec: Optional[str] = None, batch_size: Optional[int] = None):
   """Returns dataset_fn(input_context) yielding padded, masked eval batches for num_steps steps.
 
   Each example carries 'image', 'label', 'mask' (0 for padding), 'eps' (its fixed latent noise)
-  and 'index' (its position in the eval split; -1 for padding).
+  and 'index' (its position in the eval split; -1 for padding). `spec` (a split of
+  eval_split_spec) and `batch_size` replace the config's eval split and batch: other splits
+  prepared exactly as the eval split is.
   """
-  spec = eval_split_spec(builder, config)
+  spec = eval_split_spec(builder, config) if spec is None else spec
+  batch_size = eval_batch_size(config) if batch_size is None else batch_size
 
   def dataset_fn(ctx: tf.distribute.InputContext):
-    per_replica = ctx.get_per_replica_batch_size(eval_batch_size(config))
+    per_replica = ctx.get_per_replica_batch_size(batch_size)
     replicas_here = ctx.num_replicas_in_sync // ctx.num_input_pipelines
     parts = tfds.even_splits(spec, n=ctx.num_input_pipelines)
     pid = ctx.input_pipeline_id

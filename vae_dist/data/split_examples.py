@@ -19,17 +19,9 @@ from vae_dist.data import input_pipeline
 _BATCH = 64
 
 
-def _config_for(config: ml_collections.ConfigDict, split: str, limit: int, batch_size: int):
-  cfg = ml_collections.ConfigDict(config.to_dict())
-  cfg.eval_split = split
-  cfg.eval_num_examples = limit
-  cfg.eval_batch_size = batch_size
-  return cfg
-
-
 def num_examples(builder, config: ml_collections.ConfigDict, split: str, limit: int = -1) -> int:
   """Examples in `split`, or in its first `limit` examples when limit > 0."""
-  spec = input_pipeline.eval_split_spec(builder, _config_for(config, split, limit, 1))
+  spec = input_pipeline.eval_split_spec(builder, config, split, limit)
   return builder.info.splits[spec].num_examples
 
 
@@ -73,13 +65,13 @@ def iter_batches(builder, config: ml_collections.ConfigDict, split: str, limit: 
     with_images), 'label' [b] (when the data set has labels) and 'attributes' {name: [b]} (when
     it has scalar attributes).
   """
-  cfg = _config_for(config, split, limit, batch_size)
-  spec = input_pipeline.eval_split_spec(builder, cfg)
+  spec = input_pipeline.eval_split_spec(builder, config, split, limit)
   count = builder.info.splits[spec].num_examples
   features = _features(builder, spec).batch(batch_size)
   if with_images:
     steps = max(1, -(-count // batch_size))
-    images = input_pipeline.eval_dataset_fn(builder, cfg, steps)(tf.distribute.InputContext())
+    images = input_pipeline.eval_dataset_fn(builder, config, steps, spec=spec,
+                                            batch_size=batch_size)(tf.distribute.InputContext())
     features = tf.data.Dataset.zip(images, features)
   for item in tfds.as_numpy(features):
     if with_images:

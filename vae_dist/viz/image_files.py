@@ -17,15 +17,11 @@ def to_pil(image) -> Image.Image:
   return Image.fromarray(pixels, "RGB")
 
 
-def png_bytes(image) -> bytes:
-  buffer = io.BytesIO()
-  to_pil(image).save(buffer, format="PNG")
-  return buffer.getvalue()
-
-
 def write_png(path: str, image) -> tuple:
   """Writes an [H, W, C] float image in [0, 1] as PNG; returns its (width, height)."""
-  fileio.write_bytes_atomic(path, png_bytes(image))
+  buffer = io.BytesIO()
+  to_pil(image).save(buffer, format="PNG")
+  fileio.write_bytes_atomic(path, buffer.getvalue())
   return image.shape[1], image.shape[0]
 
 
