@@ -61,6 +61,9 @@ def test_smoke_run_shows_vae_dist_lines_only_and_records_what_ran(tmp_path, data
   assert re.fullmatch(r"[0-9a-f]{40}", start["git_commit"]) and "git_dirty" in start
   assert start["tensorflow_version"] and start["keras_version"] and start["host"]
   assert start["trainable_parameters"] > 1000
+  # The command as it can be typed again (Python gives -m's module as a file path).
+  assert start["command"][:3] == ["python", "-m", "vae_dist.main"]
+  assert start["command"][3:] == proc.args[3:]
   with open(os.path.join(workdir, "model_summary.txt")) as f:
     assert f"Trainable parameters: {start['trainable_parameters']:,}" in f.read()
   with open(os.path.join(workdir, "config.json")) as f:
@@ -110,6 +113,9 @@ def test_help_of_every_command_exits_0_and_says_how_to_see_the_config(tmp_path):
   main_help = outs["main"]
   assert main_help.startswith("Trains a VAE")
   assert "--print_config" in main_help and "--dry_run" in main_help and "--config:" in main_help
+  shipped = sorted(f[:-3] for f in os.listdir(os.path.join(cli.ROOT, "configs"))
+                   if f.endswith(".py") and not f.startswith("_"))
+  assert f"Shipped configs: {', '.join(shipped)}." in main_help
 
 
 def test_shipped_configs_are_named_from_anywhere(tmp_path):

@@ -141,13 +141,14 @@ def test_everything_a_run_writes_is_in_tensorboard(runs, tb):
   assert "kl_per_latent_dim" in histograms[train]
 
   images = tb.get("/data/plugin/images/tags")[evalr]
-  # 28x28 images enlarged 3 times, 2 px apart, labelled; latent_dim is 2 so the grid and the
-  # scatter are there too.
+  # 28x28 images enlarged 3 times, 2 px apart, labelled (test images by their index in the eval
+  # split); latent_dim is 2 so the grid and the scatter are there too.
   q = [f"{v:.1f}" for v in latent_paths.normal_quantiles(15)]
-  expect = {"reconstructions": _size(8, 4, row_labels=("original", "reconstruction")),
+  expect = {"reconstructions": _size(8, 4, row_labels=("original", "reconstruction"),
+                                     col_labels=[f"#{i}" for i in range(4)]),
             "prior_samples": _size(4, 2),
-            "interpolation": _size(12, 12, col_labels=["A"] + [f"t={t:.2f}" for t in
-                                                                np.linspace(0, 1, 10)] + ["B"]),
+            "interpolation": _size(12, 12, col_labels=["#0"] + [f"t={t:.2f}" for t in
+                                                                 np.linspace(0, 1, 10)] + ["#1"]),
             "latent_grid": _size(225, 15, pad=0, row_labels=[f"z1={v}" for v in q],
                                  col_labels=[f"z0={q[0]}"] + q[1:]),
             "latent_scatter": (400, 400)}

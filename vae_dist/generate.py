@@ -238,7 +238,10 @@ def main(argv):
   cli.check_common_flags()
   summary = generate(f.workdir, f.what, f.out, f.step, _options_from_flags(),
                      cli.data_overrides())
-  extra = f", {summary['frames']} frames (steps {summary['steps']})" if "frames" in summary else ""
+  extra = ""
+  if "frames" in summary:
+    count = summary["frames"]
+    extra = f", {count} frame{'s' if count != 1 else ''} (steps {summary['steps']})"
   print(f"Wrote {summary['out']} ({summary['width']}x{summary['height']}): {summary['what']} "
         f"at step {summary['step']}{extra}.", flush=True)
   if "concept" in summary:

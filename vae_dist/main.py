@@ -4,8 +4,8 @@
   python -m vae_dist.main --config=configs/mnist.py:smoke --workdir=runs/try
   python -m vae_dist.main --config=mnist --config.learning_rate=3e-4 --print_config
 
---config names a config file (FILE.py[:ARG]) or a shipped config (mnist, fashion_mnist, cartoon,
-default; ARG such as smoke or quick); any field can be overridden with --config.FIELD=VALUE.
+--config names a config file (FILE.py[:ARG]) or a shipped config (listed at the end; ARG such as
+smoke or quick); any field can be overridden with --config.FIELD=VALUE.
 Ctrl-C or SIGTERM saves a checkpoint at the next host-loop boundary and stops (exit status 143);
 the same command resumes.
 """
@@ -30,7 +30,7 @@ _ACCEPT = flags.DEFINE_bool(
     "<workdir>/config_history.jsonl. Without it such a resume is refused.")
 _PRINT_CONFIG = flags.DEFINE_bool(
     "print_config", False, "Print every config field with its value (after --config.* "
-    "overrides) and exit.")
+    "overrides, checked, steps_per_loop=0 resolved to the loop length it follows) and exit.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Check the config, the devices and strategy, the data set and the batch "
     "per replica, print them and exit without training or writing into the workdir.")
@@ -48,6 +48,8 @@ def main(argv):
   if _TPU.value is not None:
     config.tpu = _TPU.value
   if _PRINT_CONFIG.value:
+    from vae_dist.config import checks  # pylint: disable=g-import-not-at-top
+    checks.validate(config)  # A bad value is its one error line; steps_per_loop=0 resolved.
     print(config, end="", flush=True)
     return
   workdir = _WORKDIR.value
@@ -67,7 +69,8 @@ def main(argv):
 
 def run():
   """The vae-dist-train console script."""
-  cli.run(main, required=("config",), description=__doc__, help_extra=HELP_EXTRA)
+  shipped = f"\nShipped configs: {', '.join(cli.config_names())}."
+  cli.run(main, required=("config",), description=__doc__, help_extra=HELP_EXTRA + shipped)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,23 @@ def git_state(folder: str) -> dict:
   return {"git_commit": commit, "git_dirty": dirty}
 
 
+def command_line() -> list:
+  """This process's command as a user can type it again.
+
+  Under `python -m vae_dist.main` Python puts the module's file in argv[0]
+  (/.../vae_dist/main.py), which does not run as written; it is given back as `python -m`.
+  """
+  argv = list(sys.argv)
+  if not argv:
+    return argv
+  script = os.path.abspath(argv[0])
+  package = os.path.dirname(os.path.abspath(vae_dist.__file__))
+  if script.startswith(package + os.sep) and script.endswith(".py"):
+    module = os.path.relpath(script[:-3], os.path.dirname(package)).replace(os.sep, ".")
+    return ["python", "-m", module, *argv[1:]]
+  return argv
+
+
 def collect() -> dict:
   """This process's versions, host and command line."""
   package = os.path.dirname(os.path.abspath(vae_dist.__file__))
@@ -49,7 +66,7 @@ def collect() -> dict:
       "keras_version": getattr(tf.keras, "__version__", None) or tf.keras.version(),
       "python_version": platform.python_version(),
       "host": socket.gethostname(),
-      "command": sys.argv,
+      "command": command_line(),
       "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
   }
   info.update(git_state(package))

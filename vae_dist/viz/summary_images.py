@@ -84,7 +84,9 @@ class SummaryImages:
     n = self.config.num_image_examples
     images = self.images[:n]
     out = {
-        "eval/reconstructions": pictures.reconstructions(images, self.decode(self.encode(images))),
+        # Test images are the eval split's first examples: columns labelled by their index.
+        "eval/reconstructions": pictures.reconstructions(images, self.decode(self.encode(images)),
+                                                         indices=range(len(images))),
         "eval/prior_samples": pictures.samples(self.decode(self.prior_noise)),
     }
     # A tiny eval split (an image folder of a few files) may hold a single image: no
@@ -94,7 +96,7 @@ class SummaryImages:
       ts = np.linspace(0.0, 1.0, _INTERPOLATION_STEPS)
       path = latent_paths.lerp(ends[0], ends[1], ts)
       out["eval/interpolation"] = pictures.interpolation(self.images[0], self.decode(path),
-                                                         self.images[1], ts)
+                                                         self.images[1], ts, ends=(0, 1))
     if self.two_d:
       q = latent_paths.normal_quantiles(_MANIFOLD_SIZE)
       out["eval/latent_grid"] = pictures.manifold(self.decode(self.grid), _MANIFOLD_SIZE,
