@@ -4,7 +4,9 @@ Train: each input pipeline reads its own part of the split (whole files through
 `tfds.ReadConfig(input_context=...)` when there are enough files, `tfds.even_splits` otherwise),
 brings images to the model's size once (cached in memory when that fits), then draws epochs as a
 deterministic function of (seed, epoch): a resumed run skips to its position inside the current
-epoch and sees exactly the batches it would have seen.
+epoch and sees exactly the batches it would have seen. Epochs go through tf.data's shuffle buffer
+(config.shuffle='buffer') or are permutations drawn a batch at a time (config.shuffle='full',
+permuted_stream.py).
 
 Eval: every example of the eval split exactly once, whatever the batch and replica count; the last
 batches are padded with masked examples, and each example carries fixed latent noise derived from
@@ -20,6 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vae_dist.data import model_size_cache
+from vae_dist.data import permuted_stream
 from vae_dist.data.sources.common import expand_path
 from vae_dist.data.sources.common import first_line
 from vae_dist.errors import ConfigError
@@ -275,6 +278,33 @@ def _cache_decision(config, num_examples):
   return ("memory" if nbytes <= config.cache_max_bytes else "disk"), nbytes
 
 
+def _full_shuffle_error(config, nbytes) -> ConfigError:
+  return ConfigError("shuffle", f"'full' holds each input pipeline's part of the train split in "
+                     f"memory, but cache='auto' keeps a part of {nbytes / 2**20:,.0f} MB on disk "
+                     f"(over cache_max_bytes={config.cache_max_bytes}); set config.cache='memory' "
+                     "or a larger config.cache_max_bytes if the host holds it, or "
+                     "config.shuffle='buffer'.")
+
+
+def check_shuffle(builder, config: ml_collections.ConfigDict, num_pipelines: int) -> None:
+  """shuffle='full' can hold every pipeline's part in memory (cache 'auto' decides by size).
+
+  Checked before the run starts, by every host for every part, so all hosts stop alike.
+  checks.validate has already refused 'full' with cache 'disk' or 'none'.
+
+  Raises:
+    ConfigError: naming config.shuffle.
+  """
+  if config.shuffle != "full":
+    return
+  for pipeline in range(num_pipelines):
+    ctx = tf.distribute.InputContext(num_input_pipelines=num_pipelines,
+                                     input_pipeline_id=pipeline, num_replicas_in_sync=num_pipelines)
+    cache, nbytes = _cache_decision(config, _train_file_instructions(builder, config, ctx)[3])
+    if cache != "memory":
+      raise _full_shuffle_error(config, nbytes)
+
+
 def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int):
   """Returns dataset_fn(input_context) for strategy.distribute_datasets_from_function.
 
@@ -294,15 +324,39 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
                       f"'{config.dataset}', fewer than one per-replica batch ({per_replica}); "
                       "use a smaller config.batch_size.")
     cache, nbytes = _cache_decision(config, count)
+    if config.shuffle == "full" and cache != "memory":
+      raise _full_shuffle_error(config, nbytes)  # Before any cache is built for nothing.
     ds, decode_batch = _read_train_shard(builder, config, part, cache)
     where = {"memory": "cached in memory",
              "disk": f"read from the model-size cache in {disk_cache_folder(builder, config)}",
              "none": "not cached (decoded every epoch)"}[cache]
-    logging.info("Input pipeline %d/%d: %d train examples, %.1f MB at model size; %s.",
-                 ctx.input_pipeline_id, ctx.num_input_pipelines, count, nbytes / 2**20, where)
+    logging.info("Input pipeline %d/%d: %d train examples, %.1f MB at model size; %s; "
+                 "shuffle=%s.", ctx.input_pipeline_id, ctx.num_input_pipelines, count,
+                 nbytes / 2**20, where, config.shuffle)
+    pipeline = ctx.input_pipeline_id
+    consumed = start_step * replicas_here * per_replica
+    # Binarisation (and, with feed_dtype='float32', scaling) on whole batches, vectorised; with
+    # feed_dtype='uint8' the step scales (model_input). The dynamic draw is made for the host's
+    # whole batch (all its replicas' shares, which start at multiples of host_batch in the
+    # stream), seeded by its first position; each replica's batch takes its rows. So an example
+    # is binarised alike on 1, 2 or 8 replicas of the host, and alike with either shuffle.
+    host_batch = replicas_here * per_replica
+
+    def finish(position, images):
+      first = position % host_batch
+      seed = _binarize_seed(config, pipeline, position - first)
+      return {"image": host_images(decode_batch(images), seed, config, block=(host_batch, first))}
+
+    calls = parallel_calls(config)
+    depth = config.prefetch_batches if config.prefetch_batches > 0 else AUTOTUNE
+    if config.shuffle == "full":
+      # consumed is a batch multiple: the resumed stream starts at a batch boundary.
+      out = permuted_stream.batches(ds, count=count, batch_size=per_replica,
+                                    first_batch=consumed // per_replica, seed=config.seed,
+                                    pipeline=pipeline, num_parallel_calls=calls, finish=finish)
+      return _fixed_parallelism(out.prefetch(depth))
     if cache == "memory":
       ds = ds.cache()
-    pipeline = ctx.input_pipeline_id
 
     def one_epoch(epoch):
       # The shuffle order of epoch e depends only on (seed, pipeline, e): resumable by position.
@@ -312,35 +366,18 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
       seed = tf.constant(config.seed, tf.int64) * 1_000_003 + pipeline * 7_777 + epoch
       return ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 
-    consumed = start_step * replicas_here * per_replica
     start_epoch, offset = divmod(consumed, count)
     out = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch).skip(offset)
     # Batches are copied together in parallel (at 256x256 a batch of 128 is a 25 MB copy); the
     # order and contents stay those of the sequential batch.
-    calls = parallel_calls(config)
     out = out.batch(per_replica, drop_remainder=True, num_parallel_calls=calls,
                     deterministic=True)
     # Positions in this pipeline's stream, counted from its very start: a resumed run skips to
     # the same position, and batches keep the same boundaries (consumed is a batch multiple).
     # Batches are counted, not examples: a per-example count is one more stage on one thread,
     # which bounds the 28x28 recipes (BUILD_NOTES.md).
-    first_position = start_epoch * count + offset
-    out = out.enumerate()
-    # Decoding (disk cache), binarisation and (feed_dtype='float32') scaling on whole batches
-    # (vectorised); with feed_dtype='uint8' the step scales (model_input). The dynamic draw is
-    # made for the host's whole batch (all its replicas' shares, which start at multiples of
-    # host_batch in the stream), seeded by its first position; each replica's batch takes its
-    # rows. So an example is binarised alike on 1, 2 or 8 replicas of the host.
-    host_batch = replicas_here * per_replica
-
-    def scale(batch_index, images):
-      position = first_position + batch_index * per_replica
-      first = position % host_batch
-      seed = _binarize_seed(config, pipeline, position - first)
-      return {"image": host_images(decode_batch(images), seed, config, block=(host_batch, first))}
-
-    out = out.map(scale, num_parallel_calls=calls, deterministic=True)
-    depth = config.prefetch_batches if config.prefetch_batches > 0 else AUTOTUNE
+    out = out.enumerate().map(lambda i, images: finish(consumed + i * per_replica, images),
+                              num_parallel_calls=calls, deterministic=True)
     return _fixed_parallelism(out.prefetch(depth))
 
   return dataset_fn

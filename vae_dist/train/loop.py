@@ -121,6 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   builder = _load_data(config, strategy, chief)
   input_pipeline.check_splits(builder, config)
+  input_pipeline.check_shuffle(builder, config, distribution.num_input_pipelines(strategy))
   lock = _lock_workdir(workdir, strategy, chief)
   try:
     return _train(config, workdir, strategy, chief, builder, history)

@@ -1,0 +1,76 @@
+"""config.shuffle='full': train batches gathered from a random permutation of the part in memory.
+
+tf.data's shuffle buffer moves one example at a time through one thread, which caps a pipeline
+at about 600k images/s whatever the cores (BUILD_NOTES.md, "Input at accelerator speed"). Here
+nothing runs per example: the pipeline's part of the train split is held in memory at the model's
+size (uint8 [N, S, S, C]) and batch k of the stream, positions k*B .. k*B+B-1, is one gather of
+the rows
+
+  index_shuffle(position % N, seed=[config.seed, pipeline, position // N], max_index=N-1)
+
+made by a parallel, deterministic map over batch indices. Each epoch (position // N) is a
+permutation of the part, every example exactly once, drawn anew from its own seed; a batch that
+straddles two epochs takes its rows from both. A batch is a pure function of (seed, pipeline,
+position), so a resumed run starts at its batch index and sees what it would have seen, and
+positions (hence the binarisation seeds) mean what they mean with shuffle='buffer'.
+"""
+from typing import Callable
+
+import tensorflow as tf
+
+_MAX_BATCHES = 2**40  # "Forever": the train loop decides when to stop.
+
+
+def permutation_rows(positions, *, count: int, seed: int, pipeline: int):
+  """Rows of the part (of `count` examples) that stream `positions` (int64 [n]) hold.
+
+  The permutation of epoch e is seeded by [seed, pipeline, e]: distinct pipelines and epochs
+  draw distinct permutations, and nothing else (batch size, replicas, resume point) enters it.
+  """
+  positions = tf.convert_to_tensor(positions, tf.int64)
+  n = tf.shape(positions)[0]
+  seeds = tf.stack([tf.fill([n], tf.constant(seed, tf.int64)),
+                    tf.fill([n], tf.constant(pipeline, tf.int64)), positions // count], axis=1)
+  # The raw op, because tf.random.experimental.index_shuffle takes two seed words (it pads a
+  # constant third): here all three carry something. Same op, same 4 rounds as that wrapper.
+  return tf.raw_ops.RandomIndexShuffle(index=positions % count, seed=seeds,
+                                       max_index=tf.constant(count - 1, tf.int64), rounds=4)
+
+
+def batches(images: tf.data.Dataset, *, count: int, batch_size: int, first_batch: int,
+            seed: int, pipeline: int, num_parallel_calls: int,
+            finish: Callable[[tf.Tensor, tf.Tensor], dict]) -> tf.data.Dataset:
+  """The stream of train batches from batch `first_batch` on, forever.
+
+  Args:
+    images: the part's images at the model's size, uint8 [S, S, C] each, in the part's order.
+    count: how many there are (N).
+    batch_size: B, the per-replica batch.
+    first_batch: index of the first batch to give (a resumed run's position / B).
+    seed, pipeline: what the permutations are drawn from (config.seed, the input pipeline id).
+    num_parallel_calls: batches gathered at once.
+    finish: (first position of the batch, uint8 [B, S, S, C]) -> the element to give.
+  """
+  # The holder of the part: one element of a tf.data stream, made inside the pipeline by
+  # batching the part whole, and handed by flat_map to the batch stream as a function argument.
+  # No tensor of images exists outside the pipeline, so none is captured as a constant in the
+  # dataset's graph (the 2 GB limit of a serialised graph, met by an eager tensor passed to
+  # from_tensors), and no variable is created, so no strategy scope can mirror it onto each
+  # device: it lives once, on the device the dataset runs on (the host CPU), in every strategy.
+  # Batching the part whole copies it once, so building it takes twice the part's bytes for
+  # a moment (the examples, then the batch); then once.
+  whole = images.batch(count)  # ensure_shape below: a part shorter than `count` is an error.
+
+  def stream(part):
+    part = tf.ensure_shape(part, [count, *part.shape[1:]])
+
+    def gather(k):
+      first = k * batch_size
+      rows = permutation_rows(first + tf.range(batch_size, dtype=tf.int64), count=count,
+                              seed=seed, pipeline=pipeline)
+      return finish(first, tf.gather(part, rows))
+
+    return tf.data.Dataset.range(first_batch, _MAX_BATCHES).map(
+        gather, num_parallel_calls=num_parallel_calls, deterministic=True)
+
+  return whole.flat_map(stream)
