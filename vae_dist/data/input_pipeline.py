@@ -1,6 +1,6 @@
-"""tf.data input for training and evaluation, one pipeline per host.
+"""tf.data input for training, one pipeline per host, and the per-image transforms eval shares.
 
-Train: each input pipeline reads its own part of the split (whole files through
+Each input pipeline reads its own part of the split (whole files through
 `tfds.ReadConfig(input_context=...)` when there are enough files, `tfds.even_splits` otherwise),
 brings images to the model's size once (cached in memory when that fits), then draws epochs as a
 deterministic function of (seed, epoch): a resumed run skips to its position inside the current
@@ -8,11 +8,8 @@ epoch and sees exactly the batches it would have seen. Epochs go through tf.data
 (config.shuffle='buffer') or are permutations drawn a batch at a time (config.shuffle='full',
 permuted_stream.py).
 
-Eval: every example of the eval split exactly once, whatever the batch and replica count; the last
-batches are padded with masked examples, and each example carries fixed latent noise derived from
-its index, so the eval ELBO does not depend on how it was computed.
+Evaluation's input is in eval_input.py.
 """
-import math
 import os
 import time
 
@@ -32,7 +29,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 _MAX_EPOCHS = 2**40  # "Forever": the train loop decides when to stop.
 
 
-def _fixed_parallelism(ds: tf.data.Dataset) -> tf.data.Dataset:
+def fixed_parallelism(ds: tf.data.Dataset) -> tf.data.Dataset:
   """Turns tf.data's autotuning off: AUTOTUNE then means min(16, cores) calls, prefetch grows.
 
   The autotuning thread sleeps up to a minute between rounds and an iterator's destructor waits
@@ -123,13 +120,7 @@ def model_input(images, config: ml_collections.ConfigDict):
   return x / 255.0 if config.binarize == "none" else x
 
 
-def eval_noise(index, config: ml_collections.ConfigDict):
-  """The fixed N(0, I) latent noise of eval example `index` (its position in the eval split)."""
-  seed = tf.stack([tf.constant(config.seed + 7919, tf.int64), tf.cast(index, tf.int64)])
-  return tf.random.stateless_normal([config.latent_dim], seed=seed, alg="philox")
-
-
-def _binarize_seed(config, stream, position):
+def binarize_seed(config, stream, position):
   # Distinct streams (train pipelines; eval is -1) never share a seed.
   return tf.stack([
       tf.constant(config.seed, tf.int64) * 1_000_003 + tf.cast(stream, tf.int64) * 7_777,
@@ -161,16 +152,6 @@ def check_splits(builder, config: ml_collections.ConfigDict) -> None:
   if sizes["train_split"] < config.batch_size:
     raise ConfigError("batch_size", f"{config.batch_size} is more than the "
                       f"{sizes['train_split']} examples of split '{config.train_split}'.")
-
-
-def _image_and_label(builder):
-  has_label = "label" in builder.info.features
-
-  def fn(example):
-    label = tf.cast(example["label"], tf.int32) if has_label else tf.constant(-1, tf.int32)
-    return example["image"], label
-
-  return fn
 
 
 def _train_file_instructions(builder, config, ctx: tf.distribute.InputContext):
@@ -254,7 +235,7 @@ def parallel_calls(config: ml_collections.ConfigDict) -> int:
   """Elements the train pipeline's parallel stages work on at once (config.input_parallelism).
 
   0 means one per usable core. tf.data's AUTOTUNE would mean at most 16 here, because the
-  pipeline runs with autotuning off (see _fixed_parallelism): too few for a TPU host's 200+ cores.
+  pipeline runs with autotuning off (see fixed_parallelism): too few for a TPU host's 200+ cores.
   """
   return config.input_parallelism if config.input_parallelism > 0 else usable_cores()
 
@@ -344,7 +325,7 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
 
     def finish(position, images):
       first = position % host_batch
-      seed = _binarize_seed(config, pipeline, position - first)
+      seed = binarize_seed(config, pipeline, position - first)
       return {"image": host_images(decode_batch(images), seed, config, block=(host_batch, first))}
 
     calls = parallel_calls(config)
@@ -354,7 +335,7 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
       out = permuted_stream.batches(ds, count=count, batch_size=per_replica,
                                     first_batch=consumed // per_replica, seed=config.seed,
                                     pipeline=pipeline, num_parallel_calls=calls, finish=finish)
-      return _fixed_parallelism(out.prefetch(depth))
+      return fixed_parallelism(out.prefetch(depth))
     if cache == "memory":
       ds = ds.cache()
 
@@ -378,81 +359,6 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
     # which bounds the 28x28 recipes (BUILD_NOTES.md).
     out = out.enumerate().map(lambda i, images: finish(consumed + i * per_replica, images),
                               num_parallel_calls=calls, deterministic=True)
-    return _fixed_parallelism(out.prefetch(depth))
+    return fixed_parallelism(out.prefetch(depth))
 
   return dataset_fn
-
-
-# ---- evaluation ---------------------------------------------------------------------------------
-
-
-def eval_split_spec(builder, config: ml_collections.ConfigDict) -> str:
-  """The eval split, or its first config.eval_num_examples examples when that is fewer."""
-  limit = config.eval_num_examples
-  if 0 < limit < builder.info.splits[config.eval_split].num_examples:
-    return f"{config.eval_split}[:{limit}]"
-  return config.eval_split
-
-
-def eval_batch_size(config: ml_collections.ConfigDict) -> int:
-  return config.batch_size if config.eval_batch_size <= 0 else config.eval_batch_size
-
-
-def num_eval_steps(builder, config: ml_collections.ConfigDict, num_replicas: int,
-                   num_pipelines: int) -> int:
-  """Steps that cover the largest pipeline's part of the eval split."""
-  per_replica = eval_batch_size(config) // num_replicas
-  per_pipeline_step = per_replica * (num_replicas // num_pipelines)
-  parts = tfds.even_splits(eval_split_spec(builder, config), n=num_pipelines)
-  largest = max(builder.info.splits[p].num_examples for p in parts)
-  return max(1, math.ceil(largest / per_pipeline_step))
-
-
-def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int):
-  """Returns dataset_fn(input_context) yielding padded, masked eval batches for num_steps steps.
-
-  Each example carries 'image', 'label', 'mask' (0 for padding), 'eps' (its fixed latent noise)
-  and 'index' (its position in the eval split; -1 for padding).
-  """
-  spec = eval_split_spec(builder, config)
-
-  def dataset_fn(ctx: tf.distribute.InputContext):
-    per_replica = ctx.get_per_replica_batch_size(eval_batch_size(config))
-    replicas_here = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-    parts = tfds.even_splits(spec, n=ctx.num_input_pipelines)
-    pid = ctx.input_pipeline_id
-    # Index of this part's first example in the whole eval split: parts are contiguous.
-    first = sum(builder.info.splits[p].num_examples for p in parts[:pid])
-    ds = builder.as_dataset(split=parts[pid], shuffle_files=False)
-    ds = ds.map(_image_and_label(builder), num_parallel_calls=AUTOTUNE)
-
-    def prepare(i, image_label):
-      image, label = image_label
-      index = first + i
-      x = normalize(to_model_size(image, config), _binarize_seed(config, -1, index), config)
-      return {"image": x, "label": label, "mask": tf.constant(1.0), "eps": eval_noise(index, config),
-              "index": tf.cast(index, tf.int64)}
-
-    ds = ds.enumerate().map(prepare, num_parallel_calls=AUTOTUNE)
-    pad = tf.data.Dataset.from_tensors({
-        "image": tf.zeros([config.image_size, config.image_size, config.channels]),
-        "label": tf.constant(-1, tf.int32),
-        "mask": tf.constant(0.0),
-        "eps": tf.zeros([config.latent_dim]),
-        "index": tf.constant(-1, tf.int64),
-    }).repeat()
-    ds = ds.concatenate(pad).batch(per_replica, drop_remainder=True)
-    return _fixed_parallelism(ds.take(num_steps * replicas_here).prefetch(AUTOTUNE))
-
-  return dataset_fn
-
-
-def image_examples(builder, config: ml_collections.ConfigDict, n: int):
-  """The first n eval examples (fewer if the split is smaller), as model inputs and labels."""
-  n = min(n, builder.info.splits[config.eval_split].num_examples)
-  ds = builder.as_dataset(split=f"{config.eval_split}[:{n}]", shuffle_files=False)
-  ds = ds.map(_image_and_label(builder))
-  ds = ds.enumerate().map(lambda i, il: (normalize(
-      to_model_size(il[0], config), _binarize_seed(config, -1, i), config), il[1]))
-  images, labels = next(iter(ds.batch(n)))
-  return images.numpy(), labels.numpy()
