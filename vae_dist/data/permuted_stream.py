@@ -53,12 +53,12 @@ def batches(images: tf.data.Dataset, *, count: int, batch_size: int, first_batch
   """
   # The holder of the part: one element of a tf.data stream, made inside the pipeline by
   # batching the part whole, and handed by flat_map to the batch stream as a function argument.
-  # No tensor of images exists outside the pipeline, so none is captured as a constant in the
-  # dataset's graph (the 2 GB limit of a serialised graph, met by an eager tensor passed to
-  # from_tensors), and no variable is created, so no strategy scope can mirror it onto each
-  # device: it lives once, on the device the dataset runs on (the host CPU), in every strategy.
-  # Batching the part whole copies it once, so building it takes twice the part's bytes for
-  # a moment (the examples, then the batch); then once.
+  # No tensor of images exists outside the pipeline, so none becomes a constant of the
+  # dataset's graph (an eager tensor given to from_tensors does, wherever tf.data serialises
+  # the graph: auto-sharding, tf.data service; protobuf's limit is 2 GB), and no variable is
+  # created, which a strategy's scope would mirror onto every device: the part lives once, on
+  # the device the dataset runs on (the host CPU), in every strategy. Batching the part whole
+  # copies it once, so building it takes twice the part's bytes for a moment; then once.
   whole = images.batch(count)  # ensure_shape below: a part shorter than `count` is an error.
 
   def stream(part):
