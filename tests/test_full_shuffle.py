@@ -224,3 +224,22 @@ def test_a_run_from_before_the_field_resumes_as_buffer_and_refuses_full(tmp_path
   config.shuffle = "full"
   with pytest.raises(WorkdirError, match="shuffle 'buffer' -> 'full'"):
     compatibility.check_resume(str(tmp_path), config, has_checkpoints=True, accept=False)
+
+
+def test_one_batch_or_many_per_map_call_give_the_rows_of_the_permutation():
+  """Small batches are made several per call (permuted_stream.group_size), large ones one each."""
+  n, side = 20, 128  # 49,152 bytes per image.
+  images = tf.data.Dataset.range(n).map(
+      lambda i: tf.fill([side, side, 3], tf.cast(i, tf.uint8)))
+  for batch, group in ((24, 1), (2, 10)):
+    assert permuted_stream.group_size(batch * side * side * 3) == group
+    for first_batch in (0, 3):
+      ds = permuted_stream.batches(images, count=n, batch_size=batch, first_batch=first_batch,
+                                   seed=4, pipeline=1, num_parallel_calls=2,
+                                   finish=lambda position, x: {"image": x, "position": position})
+      got = list(ds.take(25).as_numpy_iterator())
+      assert [g["position"] for g in got] == [(first_batch + k) * batch for k in range(25)]
+      rows = np.concatenate([g["image"][:, 0, 0, 0] for g in got])
+      positions = np.arange(first_batch * batch, (first_batch + 25) * batch)
+      want = permuted_stream.permutation_rows(positions, count=n, seed=4, pipeline=1).numpy()
+      np.testing.assert_array_equal(rows, want)
