@@ -92,7 +92,8 @@ def group_size(batch_bytes: int) -> int:
   """Batches made by one call of the map: enough that small batches amortise the call.
 
   A call of the gather function costs about 45 us whatever its size (measured at 28x28, batch
-  128, one core: BUILD_NOTES.md); one call per 16 batches of 16 gave 2.7x the batches/s of one
-  call per batch. Past ~1 MB per batch the copy dominates, and splitting a group costs a copy.
+  128, one core: BUILD_NOTES.md); grouped, batches of 16 came about 2x as fast on one core, and
+  batches of 128 1.6-1.9x faster on two cores than on one. Past ~1 MB per batch the copy
+  dominates, and stacking a group's batches costs a copy.
   """
   return max(1, min(16, _GROUP_BYTES // max(1, batch_bytes)))
