@@ -243,3 +243,23 @@ def test_one_batch_or_many_per_map_call_give_the_rows_of_the_permutation():
       positions = np.arange(first_batch * batch, (first_batch + 25) * batch)
       want = permuted_stream.permutation_rows(positions, count=n, seed=4, pipeline=1).numpy()
       np.testing.assert_array_equal(rows, want)
+
+
+def test_multi_worker_run_with_full_shuffle_trains_each_worker_on_its_part(data, tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  root, _, _ = data
+  workdir = str(tmp_path / "run")
+  cluster = [f"127.0.0.1:{port}" for port in cli.free_ports(2)]
+  args = cli.main_args("configs/fashion_mnist.py:smoke", workdir,
+                       *cli.data_flags(root / "idx", root / "tfds"), "--config.shuffle=full",
+                       "--config.strategy=multi_worker_mirrored")
+  procs = [subprocess.Popen(args, cwd=cli.ROOT, env=cli.env(TF_CONFIG=cli.tf_config(cluster, i)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  errs = [p.communicate(timeout=300)[1] for p in procs]
+  for p, err in zip(procs, errs):
+    assert p.returncode == 0, err[-3000:]
+  assert "with 2 replica(s) on 2 host(s)" in errs[0]
+  for i, err in enumerate(errs):  # Each worker holds its half of the 36 examples.
+    assert f"Input pipeline {i}/2: 18 train examples" in err and "shuffle=full" in err
+  assert [r["step"] for r in cli.read_metrics(workdir) if "train/loss" in r] == [2, 4]
