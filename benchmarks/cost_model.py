@@ -2,7 +2,8 @@
 
 Reads the JSON of `python benchmarks/speed.py --input_only --input_sizes=...` runs (the
 `input_per_core` field: per-core images/s of the train pipeline from raw prepared data, the disk
-cache and the memory cache, and the train FLOPs per image) and prints the tables of BUILD_NOTES.md:
+cache, the memory cache with config.shuffle='buffer' and with 'full', and the train FLOPs per
+image) and prints the tables of BUILD_NOTES.md:
 
   images/s a host consumes = utilisation x peak bf16 FLOP/s of its chips / train FLOPs per image
   host cores needed         = that rate / images/s per host core (each kind of input)
@@ -76,19 +77,22 @@ def main():
     flops = MNIST_TUTORIAL_TRAIN_FLOPS if name == "mnist" else flops_by_key[key]
     for host, (chips, peak, vcpus, link) in HOSTS.items():
       demand = args.utilisation * chips * peak * 1e12 / flops
-      need = {k: demand / per_core[k] for k in ("raw", "disk", "memory")}
+      # Rate files from before shuffle='full' have no memory_full rate: shown as '-'.
+      need = {k: demand / per_core[k] if k in per_core else None
+              for k in ("raw", "disk", "memory", "memory_full")}
       gbs = demand * size * size * channels * FEED_BYTES[args.feed_dtype] / 1e9
       rows.append((recipe, host, flops, demand, need, vcpus, gbs, chips * link if link else None))
   print(f"utilisation {args.utilisation:.0%}; per-core rates from {args.cores} pinned core(s); "
         f"{args.feed_dtype} to the chips")
   print("| recipe | host | train GFLOP/image | images/s at that utilisation | cores needed: "
-        f"raw / disk cache / memory cache | host vCPUs | {args.feed_dtype} to the chips, GB/s "
-        "(link) |")
+        "raw / disk cache / memory cache / memory, shuffle=full | host vCPUs | "
+        f"{args.feed_dtype} to the chips, GB/s (link) |")
   print("| --- | --- | --- | --- | --- | --- | --- |")
   for recipe, host, flops, demand, need, vcpus, gbs, link in rows:
     link_text = f"{link:.0f}" if link else "?"
-    print(f"| {recipe} | {host} | {flops / 1e9:.3f} | {demand:,.0f} | "
-          f"{need['raw']:,.0f} / {need['disk']:,.0f} / {need['memory']:,.0f} | {vcpus} | "
+    cores = " / ".join("-" if need[k] is None else f"{need[k]:,.0f}"
+                       for k in ("raw", "disk", "memory", "memory_full"))
+    print(f"| {recipe} | {host} | {flops / 1e9:.3f} | {demand:,.0f} | {cores} | {vcpus} | "
           f"{gbs:,.1f} ({link_text}) |")
 
 

@@ -9,6 +9,8 @@ Part of `python benchmarks/speed.py --input_sizes=...` (see there). For each ima
     build   building the model-size cache on disk (decode + resize + write, once per data set);
     disk    cache='disk': reading that cache;
     memory  cache='memory': from the memory cache, after a first pass filled it;
+    memory_full  cache='memory' with shuffle='full': epochs as permutations of the part held in
+            memory, gathered a batch at a time (no per-example stage);
   and, on every core of the host, the config's train step at that size (its images/s and FLOPs
   per image), fed from a constant batch so that only the step is timed.
 
@@ -28,7 +30,7 @@ import time
 
 import ml_collections
 
-KINDS = ("raw", "build", "disk", "memory")
+KINDS = ("raw", "build", "disk", "memory", "memory_full")
 
 
 def _affinity():
@@ -156,6 +158,9 @@ def _pipeline_worker(spec) -> dict:
   c = _sized_config(spec["config"], spec["size"], "memory")
   c.batch_size = batch
   kinds["memory"] = rate(c, math.ceil(count / batch) + 1)  # The first pass fills the cache.
+  c = _sized_config(spec["config"], spec["size"], "memory")
+  c.batch_size, c.shuffle = batch, "full"
+  kinds["memory_full"] = rate(c, 2)  # The first batch waits for the whole part.
   out["images_per_sec"] = {k: wall for k, (wall, _) in kinds.items()}
   # Per core: images per CPU-second the process used (all its threads). On a shared machine
   # the wall-clock rate also counts other processes' time on the same cores; CPU time does not.

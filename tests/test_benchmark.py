@@ -133,7 +133,7 @@ def test_input_rates_per_core_for_each_size_and_cache(short_result):
   entry = short_result["input_per_core"]["sizes"]["28"]
   one = entry["pipeline"]["1"]
   assert one["cores"] == 1 and one["train_examples"] == 64  # Pinned to one core.
-  assert set(one["images_per_sec_per_core"]) == {"raw", "build", "disk", "memory"}
+  assert set(one["images_per_sec_per_core"]) == {"raw", "build", "disk", "memory", "memory_full"}
   assert all(_positive(v) for v in one["images_per_sec_per_core"].values())
   assert all(_positive(v) for v in one["images_per_sec"].values())
   step = entry["train_step"]

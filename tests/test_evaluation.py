@@ -6,6 +6,7 @@ import tensorflow_datasets as tfds
 
 import datagen
 from conftest import load_config, mirrored
+from vae_dist.data import eval_input
 from vae_dist.data import input_pipeline
 from vae_dist.data import sources
 from vae_dist.model import objective
@@ -32,7 +33,7 @@ def _independent_elbo(model, builder, config):
   for i, example in enumerate(tfds.as_numpy(ds)):
     x = (example["image"].astype(np.float64) / 255.0 > 0.5).astype(np.float32)[None]
     mean, logvar = (t.numpy().astype(np.float64) for t in model.encode(x))
-    eps = input_pipeline.eval_noise(i, config).numpy().astype(np.float64)[None]
+    eps = eval_input.eval_noise(i, config).numpy().astype(np.float64)[None]
     z = mean + np.exp(0.5 * logvar) * eps
     logits = model.decode(z.astype(np.float32)).numpy().astype(np.float64)
     log_p = -np.logaddexp(0.0, -logits)  # log sigmoid(l)
@@ -52,10 +53,10 @@ def test_eval_elbo_on_three_replicas_with_batch_7_equals_per_example_computation
   config.seed = 1
   model = train_state.create_train_state(config, strategy, with_optimizer=False).model
   likelihood = objective.Likelihood.from_config(config)
-  num_steps = input_pipeline.num_eval_steps(builder, config, 3, 1)
+  num_steps = eval_input.num_eval_steps(builder, config, 3, 1)
   assert num_steps == 3
   data = strategy.distribute_datasets_from_function(
-      input_pipeline.eval_dataset_fn(builder, config, num_steps))
+      eval_input.eval_dataset_fn(builder, config, num_steps))
   metrics, _ = evaluator.Evaluator(strategy=strategy, model=model,
                                    likelihood=likelihood).evaluate(data, num_steps)
   assert metrics["eval/examples"] == 50
@@ -67,9 +68,9 @@ def test_eval_elbo_on_three_replicas_with_batch_7_equals_per_example_computation
   # The same number on one replica with another batch size.
   config.eval_batch_size = 8
   single = tf.distribute.get_strategy()
-  steps1 = input_pipeline.num_eval_steps(builder, config, 1, 1)
+  steps1 = eval_input.num_eval_steps(builder, config, 1, 1)
   data1 = single.distribute_datasets_from_function(
-      input_pipeline.eval_dataset_fn(builder, config, steps1))
+      eval_input.eval_dataset_fn(builder, config, steps1))
   model1 = train_state.create_train_state(config, single, with_optimizer=False).model
   model1.set_weights(model.get_weights())
   metrics1, _ = evaluator.Evaluator(strategy=single, model=model1,

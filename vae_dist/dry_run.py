@@ -42,6 +42,7 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
   lines = distribution.describe(config, strategy)
   builder = sources.load_builder(config)
   input_pipeline.check_splits(builder, config)
+  input_pipeline.check_shuffle(builder, config, distribution.num_input_pipelines(strategy))
   splits = builder.info.splits
   lines.append(f"Data: {builder.info.name} in {builder.data_dir}: "
                f"{splits[config.train_split].num_examples} train examples "

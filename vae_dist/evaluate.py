@@ -2,7 +2,7 @@
 
 Computes, over the whole eval split (config.eval_split, every example exactly once):
 
-  elbo   the exact test ELBO of training's evaluation (input_pipeline.eval_dataset_fn and
+  elbo   the exact test ELBO of training's evaluation (eval_input.eval_dataset_fn and
          train.evaluator.Evaluator: one fixed latent noise draw per example, analytic KL);
   iwae   the importance-weighted bound L_K on log p(x) with K = --num_samples (default: the
          largest of 1000, 500, 200, ... that takes about 5 minutes or less here, timed on the
@@ -36,7 +36,7 @@ import tensorflow as tf
 
 import vae_dist
 from vae_dist import cli  # The tools' shared flags and checks.
-from vae_dist.data import input_pipeline
+from vae_dist.data import eval_input
 from vae_dist.data import sources
 from vae_dist.errors import UsageError
 from vae_dist import fileio
@@ -77,7 +77,7 @@ class IwaeEvaluator:
     self.builder = builder
     self.num_samples = int(num_samples)
     replicas = strategy.num_replicas_in_sync
-    self.per_replica_batch = input_pipeline.eval_batch_size(config) // replicas
+    self.per_replica_batch = eval_input.eval_batch_size(config) // replicas
     self.likelihood = objective.Likelihood.from_config(config)
     self.chunk_size = int(chunk_size) or iwae.auto_chunk_size(
         config.image_size, max(list(config.decoder.filters) + [config.channels]),
@@ -85,7 +85,7 @@ class IwaeEvaluator:
     self.seed = int(seed)
     # TPUs have no float64; elsewhere the log-densities are summed in float64.
     self.dtype = tf.float32 if isinstance(strategy, tf.distribute.TPUStrategy) else tf.float64
-    self.num_steps = input_pipeline.num_eval_steps(builder, config, replicas,
+    self.num_steps = eval_input.num_eval_steps(builder, config, replicas,
                                                    distribution.num_input_pipelines(strategy))
     self._step_fn = tf.function(self._step)
 
@@ -104,7 +104,7 @@ class IwaeEvaluator:
 
   def _iterator(self, num_steps):
     return iter(self.strategy.distribute_datasets_from_function(
-        input_pipeline.eval_dataset_fn(self.builder, self.config, num_steps)))
+        eval_input.eval_dataset_fn(self.builder, self.config, num_steps)))
 
   def seconds_per_step(self, probe_steps: int = 2) -> float:
     """Wall time of one eval step, from `probe_steps` steps after a first one (the trace)."""
@@ -179,7 +179,7 @@ def _strategy_for(config):
   distribution.configure_host_devices(config)
   strategy = distribution.create_strategy(config)
   replicas = strategy.num_replicas_in_sync
-  batch = input_pipeline.eval_batch_size(config)
+  batch = eval_input.eval_batch_size(config)
   if batch % replicas:
     raise UsageError(f"--batch_size: the eval batch {batch} does not divide by the {replicas} "
                      f"replicas of {type(strategy).__name__}; use a multiple of {replicas}.")
@@ -227,10 +227,10 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: Optional[
   t0 = time.time()
   likelihood = objective.Likelihood.from_config(config)
   elbo_evaluator = evaluator.Evaluator(strategy=strategy, model=model, likelihood=likelihood)
-  eval_steps = input_pipeline.num_eval_steps(builder, config, replicas,
+  eval_steps = eval_input.num_eval_steps(builder, config, replicas,
                                              distribution.num_input_pipelines(strategy))
   elbo_data = strategy.distribute_datasets_from_function(
-      input_pipeline.eval_dataset_fn(builder, config, eval_steps))
+      eval_input.eval_dataset_fn(builder, config, eval_steps))
   metrics, _ = elbo_evaluator.evaluate(elbo_data, eval_steps)
   elbo_seconds = time.time() - t0
 
@@ -248,7 +248,7 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: Optional[
       "step": step,
       "checkpoint": prefix,
       "dataset": config.dataset,
-      "split": input_pipeline.eval_split_spec(builder, config),
+      "split": eval_input.eval_split_spec(builder, config),
       "examples": examples,
       "likelihood": config.likelihood,
       "elbo": metrics["eval/elbo"],
@@ -265,7 +265,7 @@ def evaluate(workdir: str, step: Optional[int] = None, *, num_samples: Optional[
       "compute_dtype": iwae_evaluator.dtype.name,
       "strategy": type(strategy).__name__,
       "num_replicas": replicas,
-      "eval_batch_size": input_pipeline.eval_batch_size(config),
+      "eval_batch_size": eval_input.eval_batch_size(config),
       "seconds": {"elbo": round(elbo_seconds, 3), "iwae": round(iwae_seconds, 3)},
       "units": "nats per image (elbo, iwae); bits per dimension (*_bits_per_dim)",
       "tensorflow_version": tf.__version__,

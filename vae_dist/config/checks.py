@@ -155,6 +155,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "likelihood", ("bernoulli", "gaussian"))
   _one_of(config, "cache", ("auto", "memory", "disk", "none"))
   _one_of(config, "feed_dtype", ("uint8", "float32"))
+  _one_of(config, "shuffle", ("buffer", "full"))
+  if config.shuffle == "full" and config.cache in ("disk", "none"):
+    # 'auto' is checked once the data's size is known (input_pipeline.check_shuffle).
+    raise ConfigError("shuffle", f"'full' draws batches from this host's part of the train split "
+                      f"held in memory, which cache={config.cache!r} does not do; set "
+                      "config.cache='memory' (or 'auto' with the part under cache_max_bytes), or "
+                      "config.shuffle='buffer'.")
   limit = config.cache_max_bytes
   if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
     raise ConfigError("cache_max_bytes", f"must be an integer >= 0, got {limit!r}.")

@@ -91,6 +91,9 @@ def _upgrade(values: dict) -> None:
   # jit_compile was a bool before it had 'auto'.
   if isinstance(values.get("jit_compile"), bool):
     values["jit_compile"] = "true" if values["jit_compile"] else "false"
+  # Runs from before config.shuffle drew their epochs through the shuffle buffer; said here,
+  # not left to the default, so that a later default cannot change what an old run was.
+  values.setdefault("shuffle", "buffer")
 
 
 def changes(recorded: dict, config: ml_collections.ConfigDict) -> list:

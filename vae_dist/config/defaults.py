@@ -39,7 +39,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.crop = "none"  # 'none' | 'center' (largest centred square before resizing).
   c.resize_method = "bilinear"
   c.binarize = "none"  # 'none' | 'static' (threshold 0.5) | 'dynamic' (Bernoulli draw).
-  c.shuffle_buffer = 10_000
+  # How each epoch is ordered: 'buffer' (tf.data's shuffle buffer of shuffle_buffer examples,
+  # one example at a time on one thread) | 'full' (a uniform random permutation of the host's
+  # part, drawn a batch at a time in parallel: needs the part in memory, cache 'memory' or
+  # 'auto' resolving to memory; for accelerator hosts, BUILD_NOTES.md "Input at accelerator speed").
+  c.shuffle = "buffer"
+  c.shuffle_buffer = 10_000  # Used by shuffle='buffer'.
   # Train images at the model's size: 'auto' (in memory when they fit in cache_max_bytes, else
   # on disk) | 'memory' | 'disk' (decoded once per data set and size, kept next to the prepared
   # data and shared by every host and later run) | 'none' (decoded every epoch).

@@ -1,19 +1,17 @@
-"""tf.data input for training and evaluation, one pipeline per host.
+"""tf.data input for training, one pipeline per host, and the per-image transforms eval shares.
 
-Train: each input pipeline reads its own part of the split (whole files through
+Each input pipeline reads its own part of the split (whole files through
 `tfds.ReadConfig(input_context=...)` when there are enough files, `tfds.even_splits` otherwise),
 brings images to the model's size once (cached in memory when that fits), then draws epochs as a
 deterministic function of (seed, epoch): a resumed run skips to its position inside the current
-epoch and sees exactly the batches it would have seen.
+epoch and sees exactly the batches it would have seen. Epochs go through tf.data's shuffle buffer
+(config.shuffle='buffer') or are permutations drawn a batch at a time (config.shuffle='full',
+permuted_stream.py).
 
-Eval: every example of the eval split exactly once, whatever the batch and replica count; the last
-batches are padded with masked examples, and each example carries fixed latent noise derived from
-its index, so the eval ELBO does not depend on how it was computed.
+Evaluation's input is in eval_input.py.
 """
-import math
 import os
 import time
-from typing import Optional
 
 from absl import logging
 import ml_collections
@@ -21,6 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vae_dist.data import model_size_cache
+from vae_dist.data import permuted_stream
 from vae_dist.data.sources.common import expand_path
 from vae_dist.data.sources.common import first_line
 from vae_dist.errors import ConfigError
@@ -30,7 +29,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 _MAX_EPOCHS = 2**40  # "Forever": the train loop decides when to stop.
 
 
-def _fixed_parallelism(ds: tf.data.Dataset) -> tf.data.Dataset:
+def fixed_parallelism(ds: tf.data.Dataset) -> tf.data.Dataset:
   """Turns tf.data's autotuning off: AUTOTUNE then means min(16, cores) calls, prefetch grows.
 
   The autotuning thread sleeps up to a minute between rounds and an iterator's destructor waits
@@ -121,13 +120,7 @@ def model_input(images, config: ml_collections.ConfigDict):
   return x / 255.0 if config.binarize == "none" else x
 
 
-def eval_noise(index, config: ml_collections.ConfigDict):
-  """The fixed N(0, I) latent noise of eval example `index` (its position in the eval split)."""
-  seed = tf.stack([tf.constant(config.seed + 7919, tf.int64), tf.cast(index, tf.int64)])
-  return tf.random.stateless_normal([config.latent_dim], seed=seed, alg="philox")
-
-
-def _binarize_seed(config, stream, position):
+def binarize_seed(config, stream, position):
   # Distinct streams (train pipelines; eval is -1) never share a seed.
   return tf.stack([
       tf.constant(config.seed, tf.int64) * 1_000_003 + tf.cast(stream, tf.int64) * 7_777,
@@ -159,16 +152,6 @@ def check_splits(builder, config: ml_collections.ConfigDict) -> None:
   if sizes["train_split"] < config.batch_size:
     raise ConfigError("batch_size", f"{config.batch_size} is more than the "
                       f"{sizes['train_split']} examples of split '{config.train_split}'.")
-
-
-def _image_and_label(builder):
-  has_label = "label" in builder.info.features
-
-  def fn(example):
-    label = tf.cast(example["label"], tf.int32) if has_label else tf.constant(-1, tf.int32)
-    return example["image"], label
-
-  return fn
 
 
 def _train_file_instructions(builder, config, ctx: tf.distribute.InputContext):
@@ -252,7 +235,7 @@ def parallel_calls(config: ml_collections.ConfigDict) -> int:
   """Elements the train pipeline's parallel stages work on at once (config.input_parallelism).
 
   0 means one per usable core. tf.data's AUTOTUNE would mean at most 16 here, because the
-  pipeline runs with autotuning off (see _fixed_parallelism): too few for a TPU host's 200+ cores.
+  pipeline runs with autotuning off (see fixed_parallelism): too few for a TPU host's 200+ cores.
   """
   return config.input_parallelism if config.input_parallelism > 0 else usable_cores()
 
@@ -276,6 +259,33 @@ def _cache_decision(config, num_examples):
   return ("memory" if nbytes <= config.cache_max_bytes else "disk"), nbytes
 
 
+def _full_shuffle_error(config, nbytes) -> ConfigError:
+  return ConfigError("shuffle", f"'full' holds each input pipeline's part of the train split in "
+                     f"memory, but cache='auto' keeps a part of {nbytes / 2**20:,.0f} MB on disk "
+                     f"(over cache_max_bytes={config.cache_max_bytes}); set config.cache='memory' "
+                     "or a larger config.cache_max_bytes if the host holds it, or "
+                     "config.shuffle='buffer'.")
+
+
+def check_shuffle(builder, config: ml_collections.ConfigDict, num_pipelines: int) -> None:
+  """shuffle='full' can hold every pipeline's part in memory (cache 'auto' decides by size).
+
+  Checked before the run starts, by every host for every part, so all hosts stop alike.
+  checks.validate has already refused 'full' with cache 'disk' or 'none'.
+
+  Raises:
+    ConfigError: naming config.shuffle.
+  """
+  if config.shuffle != "full":
+    return
+  for pipeline in range(num_pipelines):
+    ctx = tf.distribute.InputContext(num_input_pipelines=num_pipelines,
+                                     input_pipeline_id=pipeline, num_replicas_in_sync=num_pipelines)
+    cache, nbytes = _cache_decision(config, _train_file_instructions(builder, config, ctx)[3])
+    if cache != "memory":
+      raise _full_shuffle_error(config, nbytes)
+
+
 def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int):
   """Returns dataset_fn(input_context) for strategy.distribute_datasets_from_function.
 
@@ -295,15 +305,39 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
                       f"'{config.dataset}', fewer than one per-replica batch ({per_replica}); "
                       "use a smaller config.batch_size.")
     cache, nbytes = _cache_decision(config, count)
+    if config.shuffle == "full" and cache != "memory":
+      raise _full_shuffle_error(config, nbytes)  # Before any cache is built for nothing.
     ds, decode_batch = _read_train_shard(builder, config, part, cache)
     where = {"memory": "cached in memory",
              "disk": f"read from the model-size cache in {disk_cache_folder(builder, config)}",
              "none": "not cached (decoded every epoch)"}[cache]
-    logging.info("Input pipeline %d/%d: %d train examples, %.1f MB at model size; %s.",
-                 ctx.input_pipeline_id, ctx.num_input_pipelines, count, nbytes / 2**20, where)
+    logging.info("Input pipeline %d/%d: %d train examples, %.1f MB at model size; %s; "
+                 "shuffle=%s.", ctx.input_pipeline_id, ctx.num_input_pipelines, count,
+                 nbytes / 2**20, where, config.shuffle)
+    pipeline = ctx.input_pipeline_id
+    consumed = start_step * replicas_here * per_replica
+    # Binarisation (and, with feed_dtype='float32', scaling) on whole batches, vectorised; with
+    # feed_dtype='uint8' the step scales (model_input). The dynamic draw is made for the host's
+    # whole batch (all its replicas' shares, which start at multiples of host_batch in the
+    # stream), seeded by its first position; each replica's batch takes its rows. So an example
+    # is binarised alike on 1, 2 or 8 replicas of the host, and alike with either shuffle.
+    host_batch = replicas_here * per_replica
+
+    def finish(position, images):
+      first = position % host_batch
+      seed = binarize_seed(config, pipeline, position - first)
+      return {"image": host_images(decode_batch(images), seed, config, block=(host_batch, first))}
+
+    calls = parallel_calls(config)
+    depth = config.prefetch_batches if config.prefetch_batches > 0 else AUTOTUNE
+    if config.shuffle == "full":
+      # consumed is a batch multiple: the resumed stream starts at a batch boundary.
+      out = permuted_stream.batches(ds, count=count, batch_size=per_replica,
+                                    first_batch=consumed // per_replica, seed=config.seed,
+                                    pipeline=pipeline, num_parallel_calls=calls, finish=finish)
+      return fixed_parallelism(out.prefetch(depth))
     if cache == "memory":
       ds = ds.cache()
-    pipeline = ctx.input_pipeline_id
 
     def one_epoch(epoch):
       # The shuffle order of epoch e depends only on (seed, pipeline, e): resumable by position.
@@ -313,119 +347,18 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
       seed = tf.constant(config.seed, tf.int64) * 1_000_003 + pipeline * 7_777 + epoch
       return ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 
-    consumed = start_step * replicas_here * per_replica
     start_epoch, offset = divmod(consumed, count)
     out = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(one_epoch).skip(offset)
     # Batches are copied together in parallel (at 256x256 a batch of 128 is a 25 MB copy); the
     # order and contents stay those of the sequential batch.
-    calls = parallel_calls(config)
     out = out.batch(per_replica, drop_remainder=True, num_parallel_calls=calls,
                     deterministic=True)
     # Positions in this pipeline's stream, counted from its very start: a resumed run skips to
     # the same position, and batches keep the same boundaries (consumed is a batch multiple).
     # Batches are counted, not examples: a per-example count is one more stage on one thread,
     # which bounds the 28x28 recipes (BUILD_NOTES.md).
-    first_position = start_epoch * count + offset
-    out = out.enumerate()
-    # Decoding (disk cache), binarisation and (feed_dtype='float32') scaling on whole batches
-    # (vectorised); with feed_dtype='uint8' the step scales (model_input). The dynamic draw is
-    # made for the host's whole batch (all its replicas' shares, which start at multiples of
-    # host_batch in the stream), seeded by its first position; each replica's batch takes its
-    # rows. So an example is binarised alike on 1, 2 or 8 replicas of the host.
-    host_batch = replicas_here * per_replica
-
-    def scale(batch_index, images):
-      position = first_position + batch_index * per_replica
-      first = position % host_batch
-      seed = _binarize_seed(config, pipeline, position - first)
-      return {"image": host_images(decode_batch(images), seed, config, block=(host_batch, first))}
-
-    out = out.map(scale, num_parallel_calls=calls, deterministic=True)
-    depth = config.prefetch_batches if config.prefetch_batches > 0 else AUTOTUNE
-    return _fixed_parallelism(out.prefetch(depth))
+    out = out.enumerate().map(lambda i, images: finish(consumed + i * per_replica, images),
+                              num_parallel_calls=calls, deterministic=True)
+    return fixed_parallelism(out.prefetch(depth))
 
   return dataset_fn
-
-
-# ---- evaluation ---------------------------------------------------------------------------------
-
-
-def eval_split_spec(builder, config: ml_collections.ConfigDict, split: Optional[str] = None,
-                    limit: Optional[int] = None) -> str:
-  """The eval split, or its first config.eval_num_examples examples when that is fewer.
-
-  `split` and `limit` read another split (or another number of examples) the same way.
-  """
-  split = config.eval_split if split is None else split
-  limit = config.eval_num_examples if limit is None else limit
-  if 0 < limit < builder.info.splits[split].num_examples:
-    return f"{split}[:{limit}]"
-  return split
-
-
-def eval_batch_size(config: ml_collections.ConfigDict) -> int:
-  return config.batch_size if config.eval_batch_size <= 0 else config.eval_batch_size
-
-
-def num_eval_steps(builder, config: ml_collections.ConfigDict, num_replicas: int,
-                   num_pipelines: int) -> int:
-  """Steps that cover the largest pipeline's part of the eval split."""
-  per_replica = eval_batch_size(config) // num_replicas
-  per_pipeline_step = per_replica * (num_replicas // num_pipelines)
-  parts = tfds.even_splits(eval_split_spec(builder, config), n=num_pipelines)
-  largest = max(builder.info.splits[p].num_examples for p in parts)
-  return max(1, math.ceil(largest / per_pipeline_step))
-
-
-def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int, *,
-                    spec: Optional[str] = None, batch_size: Optional[int] = None):
-  """Returns dataset_fn(input_context) yielding padded, masked eval batches for num_steps steps.
-
-  Each example carries 'image', 'label', 'mask' (0 for padding), 'eps' (its fixed latent noise)
-  and 'index' (its position in the eval split; -1 for padding). `spec` (a split of
-  eval_split_spec) and `batch_size` replace the config's eval split and batch: other splits
-  prepared exactly as the eval split is.
-  """
-  spec = eval_split_spec(builder, config) if spec is None else spec
-  batch_size = eval_batch_size(config) if batch_size is None else batch_size
-
-  def dataset_fn(ctx: tf.distribute.InputContext):
-    per_replica = ctx.get_per_replica_batch_size(batch_size)
-    replicas_here = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-    parts = tfds.even_splits(spec, n=ctx.num_input_pipelines)
-    pid = ctx.input_pipeline_id
-    # Index of this part's first example in the whole eval split: parts are contiguous.
-    first = sum(builder.info.splits[p].num_examples for p in parts[:pid])
-    ds = builder.as_dataset(split=parts[pid], shuffle_files=False)
-    ds = ds.map(_image_and_label(builder), num_parallel_calls=AUTOTUNE)
-
-    def prepare(i, image_label):
-      image, label = image_label
-      index = first + i
-      x = normalize(to_model_size(image, config), _binarize_seed(config, -1, index), config)
-      return {"image": x, "label": label, "mask": tf.constant(1.0), "eps": eval_noise(index, config),
-              "index": tf.cast(index, tf.int64)}
-
-    ds = ds.enumerate().map(prepare, num_parallel_calls=AUTOTUNE)
-    pad = tf.data.Dataset.from_tensors({
-        "image": tf.zeros([config.image_size, config.image_size, config.channels]),
-        "label": tf.constant(-1, tf.int32),
-        "mask": tf.constant(0.0),
-        "eps": tf.zeros([config.latent_dim]),
-        "index": tf.constant(-1, tf.int64),
-    }).repeat()
-    ds = ds.concatenate(pad).batch(per_replica, drop_remainder=True)
-    return _fixed_parallelism(ds.take(num_steps * replicas_here).prefetch(AUTOTUNE))
-
-  return dataset_fn
-
-
-def image_examples(builder, config: ml_collections.ConfigDict, n: int):
-  """The first n eval examples (fewer if the split is smaller), as model inputs and labels."""
-  n = min(n, builder.info.splits[config.eval_split].num_examples)
-  ds = builder.as_dataset(split=f"{config.eval_split}[:{n}]", shuffle_files=False)
-  ds = ds.map(_image_and_label(builder))
-  ds = ds.enumerate().map(lambda i, il: (normalize(
-      to_model_size(il[0], config), _binarize_seed(config, -1, i), config), il[1]))
-  images, labels = next(iter(ds.batch(n)))
-  return images.numpy(), labels.numpy()

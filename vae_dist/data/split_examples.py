@@ -1,6 +1,6 @@
 """Examples of a split as the model saw them at evaluation, with their labels and attributes.
 
-Images go through the input pipeline's own eval path (input_pipeline.eval_dataset_fn: resize,
+Images go through the input pipeline's own eval path (eval_input.eval_dataset_fn: resize,
 channels and binarisation seeded by the example's index), so an image here is bit for bit the one
 the eval ELBO was computed on. That path keeps only image and label; the labels and attributes
 come from a second read of the same split in the same order (shuffle_files=False), with the image
@@ -14,14 +14,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vae_dist.data import input_pipeline
+from vae_dist.data import eval_input
 
 _BATCH = 64
 
 
 def num_examples(builder, config: ml_collections.ConfigDict, split: str, limit: int = -1) -> int:
   """Examples in `split`, or in its first `limit` examples when limit > 0."""
-  spec = input_pipeline.eval_split_spec(builder, config, split, limit)
+  spec = eval_input.eval_split_spec(builder, config, split, limit)
   return builder.info.splits[spec].num_examples
 
 
@@ -65,13 +65,13 @@ def iter_batches(builder, config: ml_collections.ConfigDict, split: str, limit: 
     with_images), 'label' [b] (when the data set has labels) and 'attributes' {name: [b]} (when
     it has scalar attributes).
   """
-  spec = input_pipeline.eval_split_spec(builder, config, split, limit)
+  spec = eval_input.eval_split_spec(builder, config, split, limit)
   count = builder.info.splits[spec].num_examples
   features = _features(builder, spec).batch(batch_size)
   if with_images:
     steps = max(1, -(-count // batch_size))
-    images = input_pipeline.eval_dataset_fn(builder, config, steps, spec=spec,
-                                            batch_size=batch_size)(tf.distribute.InputContext())
+    images = eval_input.eval_dataset_fn(builder, config, steps, spec=spec,
+                                        batch_size=batch_size)(tf.distribute.InputContext())
     features = tf.data.Dataset.zip(images, features)
   for item in tfds.as_numpy(features):
     if with_images:

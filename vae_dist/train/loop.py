@@ -17,6 +17,7 @@ from vae_dist import checkpointing
 from vae_dist.config import checks
 from vae_dist.config import compatibility
 from vae_dist.config import memory_estimate
+from vae_dist.data import eval_input
 from vae_dist.data import input_pipeline
 from vae_dist.data import sources
 from vae_dist.errors import CheckpointError
@@ -121,6 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   builder = _load_data(config, strategy, chief)
   input_pipeline.check_splits(builder, config)
+  input_pipeline.check_shuffle(builder, config, distribution.num_input_pipelines(strategy))
   lock = _lock_workdir(workdir, strategy, chief)
   try:
     return _train(config, workdir, strategy, chief, builder, history)
@@ -176,10 +178,10 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   train_iter = iter(
       strategy.distribute_datasets_from_function(
           input_pipeline.train_dataset_fn(builder, config, start_step)))
-  eval_steps = input_pipeline.num_eval_steps(builder, config, strategy.num_replicas_in_sync,
+  eval_steps = eval_input.num_eval_steps(builder, config, strategy.num_replicas_in_sync,
                                              num_pipelines)
   eval_data = strategy.distribute_datasets_from_function(
-      input_pipeline.eval_dataset_fn(builder, config, eval_steps))
+      eval_input.eval_dataset_fn(builder, config, eval_steps))
   summaries = run_summaries.RunSummaries(
       config=config, workdir=workdir, chief=chief, strategy=strategy, model=state.model,
       builder=builder, num_replicas=strategy.num_replicas_in_sync, total_steps=total_steps)

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vae_dist.data import input_pipeline
+from vae_dist.data import eval_input
 from vae_dist.data import sources
 from vae_dist.model import latent_paths
 from vae_dist.viz import pictures
@@ -38,7 +38,7 @@ class SummaryImages:
     self.enabled = n > 0
     if not self.enabled:
       return
-    self.images, _ = input_pipeline.image_examples(builder, config, max(n, 2))
+    self.images, _ = eval_input.image_examples(builder, config, max(n, 2))
     if len(self.images) < 2:
       logging.warning("The eval split has %d image(s): TensorBoard gets no interpolation strip "
                       "(it needs 2).", len(self.images))
@@ -46,7 +46,7 @@ class SummaryImages:
     self.two_d = config.latent_dim == 2
     if self.two_d:
       self.grid = latent_paths.manifold_grid(_MANIFOLD_SIZE, 2)
-      self.scatter_images, self.scatter_labels = input_pipeline.image_examples(
+      self.scatter_images, self.scatter_labels = eval_input.image_examples(
           builder, config, config.num_scatter_examples)
       self.label_names = sources.label_names(builder)
 
