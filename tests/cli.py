@@ -71,12 +71,13 @@ def committed_steps(workdir):
                 if d.isdigit() and os.path.exists(os.path.join(root, d, "_CHECKPOINT_METADATA")))
 
 
-def assert_one_error_line(proc, words):
-  """The process failed with exit 2 and exactly one `error: ` line containing `words`."""
-  assert proc.returncode == 2, proc.stderr[-3000:]
-  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-  assert len(errors) == 1 and words in errors[0], proc.stderr
-  assert "Traceback" not in proc.stderr
+def one_error(proc):
+  """The one `error:` line of a failed command, which must have no traceback."""
+  assert proc.returncode != 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1, proc.stderr[-3000:]
+  return lines[0]
 
 
 def data_flags(idx_dir, data_dir):

@@ -6,21 +6,13 @@ import subprocess
 import sys
 
 import cli
+from cli import one_error  # noqa: F401  # pylint: disable=unused-import
 
 
 def run_tool(module, *args, timeout=240):
   """`python -m vae_dist.<module> ARGS` to its end; the CompletedProcess (text)."""
   return subprocess.run([sys.executable, "-m", f"vae_dist.{module}", *args], cwd=cli.ROOT,
                         env=cli.env(), capture_output=True, text=True, timeout=timeout)
-
-
-def one_error(proc):
-  """The one `error:` line of a failed command, which must have no traceback."""
-  assert proc.returncode != 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-  assert len(lines) == 1, proc.stderr[-3000:]
-  return lines[0]
 
 
 def files(directory, skip=("lock",)):

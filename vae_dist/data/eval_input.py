@@ -1,4 +1,4 @@
-"""tf.data input for evaluation: every example of the eval split exactly once, one pipeline per host.
+"""tf.data input for evaluation: every example of the eval split exactly once, a pipeline per host.
 
 Whatever the batch and replica count, the last batches are padded with masked examples, and each
 example carries fixed latent noise derived from its index, so the eval ELBO does not depend on how
@@ -31,6 +31,12 @@ def eval_noise(index, config: ml_collections.ConfigDict):
   """The fixed N(0, I) latent noise of eval example `index` (its position in the eval split)."""
   seed = tf.stack([tf.constant(config.seed + 7919, tf.int64), tf.cast(index, tf.int64)])
   return tf.random.stateless_normal([config.latent_dim], seed=seed, alg="philox")
+
+
+def eval_image(image, index, config: ml_collections.ConfigDict):
+  """Eval example `index` as the model sees it: at model size, binarised by its index."""
+  return input_pipeline.normalize(input_pipeline.to_model_size(image, config),
+                                  input_pipeline.binarize_seed(config, -1, index), config)
 
 
 def eval_split_spec(builder, config: ml_collections.ConfigDict, split: Optional[str] = None,
@@ -85,9 +91,8 @@ def eval_dataset_fn(builder, config: ml_collections.ConfigDict, num_steps: int, 
     def prepare(i, image_label):
       image, label = image_label
       index = first + i
-      x = input_pipeline.normalize(input_pipeline.to_model_size(image, config),
-                                   input_pipeline.binarize_seed(config, -1, index), config)
-      return {"image": x, "label": label, "mask": tf.constant(1.0), "eps": eval_noise(index, config),
+      return {"image": eval_image(image, index, config), "label": label,
+              "mask": tf.constant(1.0), "eps": eval_noise(index, config),
               "index": tf.cast(index, tf.int64)}
 
     ds = ds.enumerate().map(prepare, num_parallel_calls=AUTOTUNE)
@@ -109,8 +114,6 @@ def image_examples(builder, config: ml_collections.ConfigDict, n: int):
   n = min(n, builder.info.splits[config.eval_split].num_examples)
   ds = builder.as_dataset(split=f"{config.eval_split}[:{n}]", shuffle_files=False)
   ds = ds.map(_image_and_label(builder))
-  ds = ds.enumerate().map(lambda i, il: (input_pipeline.normalize(
-      input_pipeline.to_model_size(il[0], config), input_pipeline.binarize_seed(config, -1, i),
-      config), il[1]))
+  ds = ds.enumerate().map(lambda i, il: (eval_image(il[0], i, config), il[1]))
   images, labels = next(iter(ds.batch(n)))
   return images.numpy(), labels.numpy()
