@@ -224,6 +224,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
           field, f"{config[field]} is not a multiple of steps_per_loop={config.steps_per_loop}; "
           "logs, evaluations and checkpoints happen between host loops (steps_per_loop=0 "
           "makes the loop follow the cadences).")
+  value = config.steps_per_element
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ConfigError("steps_per_element", f"must be an integer >= 0 (0: automatic), got "
+                      f"{value!r}.")
+  if value and config.steps_per_loop % value:
+    raise ConfigError("steps_per_element", f"{value} does not divide steps_per_loop="
+                      f"{config.steps_per_loop}; a host loop takes whole input elements (0 picks "
+                      "a divisor itself).")
   if config.max_to_keep < 1:
     raise ConfigError("max_to_keep", f"must be at least 1, got {config.max_to_keep}.")
   if config.profile_steps:

@@ -35,6 +35,7 @@ HARMLESS = frozenset({
     "checkpoint_every_steps", "max_to_keep", "keep_every_steps", "keep_best", "restore_from",
     "restore_weights_only", "num_image_examples", "num_scatter_examples", "profile_steps",
     "skip_nonfinite_steps", "cache_dir", "input_parallelism", "prefetch_batches",
+    "steps_per_element",
 })
 _MAX_SHOWN = 8
 

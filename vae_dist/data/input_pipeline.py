@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 
 from vae_dist.data import model_size_cache
 from vae_dist.data import permuted_stream
+from vae_dist.data import step_elements
 from vae_dist.data.sources.common import expand_path
 from vae_dist.data.sources.common import first_line
 from vae_dist.errors import ConfigError
@@ -286,13 +287,40 @@ def check_shuffle(builder, config: ml_collections.ConfigDict, num_pipelines: int
       raise _full_shuffle_error(config, nbytes)
 
 
-def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int):
+# What config.steps_per_element=0 lets one element carry: enough steps that the per-element
+# costs (tf.data's stages on one thread, the distributed iterator, the transfer call: 25-45 us
+# each here, BUILD_NOTES.md) shrink to a small share of a small batch, and little enough device
+# memory that the transfer buffers of every replica stay negligible.
+MAX_AUTO_STEPS_PER_ELEMENT = 64
+MAX_AUTO_ELEMENT_BYTES = 4 * 2**20
+
+
+def steps_per_element(config: ml_collections.ConfigDict, per_replica_batch: int) -> int:
+  """Train steps one input element carries (config.steps_per_element; 0 chooses).
+
+  The choice divides steps_per_loop, so every full host loop takes whole elements.
+  """
+  if config.steps_per_element > 0:
+    return config.steps_per_element
+  feed_bytes = 4 if config.feed_dtype == "float32" else 1
+  batch_bytes = per_replica_batch * config.image_size**2 * config.channels * feed_bytes
+  for k in range(min(MAX_AUTO_STEPS_PER_ELEMENT, config.steps_per_loop), 1, -1):
+    if config.steps_per_loop % k == 0 and k * batch_bytes <= MAX_AUTO_ELEMENT_BYTES:
+      return k
+  return 1
+
+
+def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int,
+                     steps_per_element: int = 1):
   """Returns dataset_fn(input_context) for strategy.distribute_datasets_from_function.
 
   Args:
     builder: a prepared TFDS builder with an 'image' feature.
     config: the run's config.
     start_step: train steps already taken (a resumed run starts there).
+    steps_per_element: k. 1: each element is one step's per-replica batch, {"image": [B, ...]}.
+      k > 1: each element holds the next k of those batches, {"image": [k, B, ...]}; the batches
+      are those of k=1, in the same order.
   """
 
   def dataset_fn(ctx: tf.distribute.InputContext):
@@ -312,8 +340,9 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
              "disk": f"read from the model-size cache in {disk_cache_folder(builder, config)}",
              "none": "not cached (decoded every epoch)"}[cache]
     logging.info("Input pipeline %d/%d: %d train examples, %.1f MB at model size; %s; "
-                 "shuffle=%s.", ctx.input_pipeline_id, ctx.num_input_pipelines, count,
-                 nbytes / 2**20, where, config.shuffle)
+                 "shuffle=%s; %d step%s per element.", ctx.input_pipeline_id,
+                 ctx.num_input_pipelines, count, nbytes / 2**20, where, config.shuffle,
+                 steps_per_element, "" if steps_per_element == 1 else "s")
     pipeline = ctx.input_pipeline_id
     consumed = start_step * replicas_here * per_replica
     # Binarisation (and, with feed_dtype='float32', scaling) on whole batches, vectorised; with
@@ -334,7 +363,9 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
       # consumed is a batch multiple: the resumed stream starts at a batch boundary.
       out = permuted_stream.batches(ds, count=count, batch_size=per_replica,
                                     first_batch=consumed // per_replica, seed=config.seed,
-                                    pipeline=pipeline, num_parallel_calls=calls, finish=finish)
+                                    pipeline=pipeline, num_parallel_calls=calls, finish=finish,
+                                    steps_per_element=steps_per_element,
+                                    replicas=replicas_here)
       return fixed_parallelism(out.prefetch(depth))
     if cache == "memory":
       ds = ds.cache()
@@ -359,6 +390,8 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
     # which bounds the 28x28 recipes (BUILD_NOTES.md).
     out = out.enumerate().map(lambda i, images: finish(consumed + i * per_replica, images),
                               num_parallel_calls=calls, deterministic=True)
+    if steps_per_element > 1:
+      out = step_elements.from_batches(out, steps=steps_per_element, replicas=replicas_here)
     return fixed_parallelism(out.prefetch(depth))
 
   return dataset_fn

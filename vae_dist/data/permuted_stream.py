@@ -20,6 +20,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from vae_dist.data import step_elements
+
 _MAX_BATCHES = 2**40  # "Forever": the train loop decides when to stop.
 _GROUP_BYTES = 2**20  # A map call makes batches up to this many pixel bytes together.
 
@@ -42,7 +44,8 @@ def permutation_rows(positions, *, count: int, seed: int, pipeline: int):
 
 def batches(images: tf.data.Dataset, *, count: int, batch_size: int, first_batch: int,
             seed: int, pipeline: int, num_parallel_calls: int,
-            finish: Callable[[tf.Tensor, tf.Tensor], dict]) -> tf.data.Dataset:
+            finish: Callable[[tf.Tensor, tf.Tensor], dict],
+            steps_per_element: int = 1, replicas: int = 1) -> tf.data.Dataset:
   """The stream of train batches from batch `first_batch` on, forever.
 
   Args:
@@ -52,7 +55,11 @@ def batches(images: tf.data.Dataset, *, count: int, batch_size: int, first_batch
     first_batch: index of the first batch to give (a resumed run's position / B).
     seed, pipeline: what the permutations are drawn from (config.seed, the input pipeline id).
     num_parallel_calls: batches gathered at once.
-    finish: (first position of the batch, uint8 [B, S, S, C]) -> the element to give.
+    finish: (first position of the batch, uint8 [B, S, S, C]) -> the batch to give.
+    steps_per_element, replicas: k > 1 gives elements of k steps' batches for each of the
+      host's R replicas (step_elements.py: values stacked [k, B, ...]); one map call makes the
+      k*R batches of k steps, and nothing in the pipeline runs per batch. `first_batch` is then
+      a multiple of R.
   """
   # The holder of the part: one element of a tf.data stream, made inside the pipeline by
   # batching the part whole, and handed by flat_map to the batch stream as a function argument.
@@ -65,7 +72,9 @@ def batches(images: tf.data.Dataset, *, count: int, batch_size: int, first_batch
   whole = images.batch(count)  # ensure_shape below: a part shorter than `count` is an error.
 
   image_bytes = math.prod(images.element_spec.shape)
-  group = group_size(batch_size * image_bytes)
+  whole_elements = steps_per_element > 1
+  group = (steps_per_element * replicas if whole_elements else
+           group_size(batch_size * image_bytes))
 
   def stream(part):
     part = tf.ensure_shape(part, [count, *part.shape[1:]])
@@ -75,7 +84,7 @@ def batches(images: tf.data.Dataset, *, count: int, batch_size: int, first_batch
       rows = permutation_rows(first + tf.range(group * batch_size, dtype=tf.int64), count=count,
                               seed=seed, pipeline=pipeline)
       pixels = tf.gather(part, rows)
-      if group == 1:
+      if group == 1 and not whole_elements:
         return finish(first, pixels)
       done = [finish(first + i * batch_size, pixels[i * batch_size:(i + 1) * batch_size])
               for i in range(group)]
@@ -83,6 +92,11 @@ def batches(images: tf.data.Dataset, *, count: int, batch_size: int, first_batch
 
     out = tf.data.Dataset.range(_MAX_BATCHES).map(
         gather, num_parallel_calls=num_parallel_calls, deterministic=True)
+    if whole_elements and replicas == 1:
+      return out  # [k, B, ...]: the element as it is.
+    if whole_elements:
+      return out.flat_map(lambda stacked: step_elements.per_replica(
+          stacked, steps=steps_per_element, replicas=replicas))
     return out if group == 1 else out.flat_map(tf.data.Dataset.from_tensor_slices)
 
   return whole.flat_map(stream)

@@ -160,7 +160,10 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   run_dir = run_files.RunDir(workdir)
   total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
   state = train_state.create_train_state(config, strategy, total_steps=total_steps)
-  trainer = steps.Trainer(config=config, strategy=strategy, state=state)
+  per_element = input_pipeline.steps_per_element(
+      config, config.batch_size // strategy.num_replicas_in_sync)
+  trainer = steps.Trainer(config=config, strategy=strategy, state=state,
+                          steps_per_element=per_element)
   evaluator = train_evaluator.Evaluator(strategy=strategy, model=state.model,
                                         likelihood=trainer.likelihood)
   logging.info("XLA: %s.", trainer.xla)
@@ -177,7 +180,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   num_pipelines = distribution.num_input_pipelines(strategy)
   train_iter = iter(
       strategy.distribute_datasets_from_function(
-          input_pipeline.train_dataset_fn(builder, config, start_step)))
+          input_pipeline.train_dataset_fn(builder, config, start_step, per_element)))
   eval_steps = eval_input.num_eval_steps(builder, config, strategy.num_replicas_in_sync,
                                              num_pipelines)
   eval_data = strategy.distribute_datasets_from_function(

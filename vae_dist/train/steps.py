@@ -81,6 +81,28 @@ def kl_weight(beta: float, warmup_steps: int, step: tf.Tensor) -> tf.Tensor:
   return beta * frac
 
 
+def run_steps(strategy, iterator, num_steps, steps_per_element: int, replica_step) -> None:
+  """num_steps calls of replica_step(images) on every replica, fed from `iterator`; in graph.
+
+  Elements hold one step's batch ({"image": [B, ...]}) or, with k = steps_per_element > 1, the
+  next k steps' ({"image": [k, B, ...]}): ceil(num_steps / k) elements are read, and a last
+  partial element is left unused.
+  """
+  k = steps_per_element
+  if k == 1:
+    for _ in tf.range(num_steps):
+      strategy.run(replica_step, args=(next(iterator)["image"],))
+    return
+
+  def step_of_element(element, index):
+    replica_step(element[index])
+
+  for first in tf.range(0, num_steps, k):
+    element = next(iterator)["image"]
+    for index in tf.range(tf.minimum(k, num_steps - first)):
+      strategy.run(step_of_element, args=(element, index))
+
+
 class LoopStatus(NamedTuple):
   """What one host loop reports, read from the device in one transfer."""
   step: int  # The step counter after the loop.
@@ -97,11 +119,14 @@ class Trainer:
     config: the run's config.
     strategy: the tf.distribute strategy the state was created under.
     state: from state.create_train_state (model, optimizer built in the scope, step counter).
+    steps_per_element: k, the train steps each element of the loop's iterator carries: 1 for
+      {"image": [B, ...]}, k > 1 for {"image": [k, B, ...]} (input_pipeline.train_dataset_fn).
   """
 
   def __init__(self, *, config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
-               state: "train_state.TrainState"):
+               state: "train_state.TrainState", steps_per_element: int = 1):
     self.config = config
+    self.steps_per_element = steps_per_element
     self.strategy = strategy
     self.model = state.model
     self.optimizer = optimizer = state.optimizer
@@ -183,6 +208,7 @@ class Trainer:
                     kl_weight(self.config.beta, self.config.kl_warmup_steps, step), step)
     self.step.assign_add(1)
 
+
   def _update(self, images, eps, beta, step):
     config = self.config
     ctx = tf.distribute.get_replica_context()
@@ -263,9 +289,11 @@ class Trainer:
     """num_steps train steps; returns [step, non-finite stop step, steps skipped so far].
 
     The host reads that one small tensor per loop: the loop's only device-to-host sync.
+    With k steps per element the loop reads ceil(num_steps / k) elements; a full host loop
+    (a multiple of k steps, input_pipeline.steps_per_element) uses every batch it reads, and a
+    shorter last one leaves the rest of its last element unused: nothing reads on after it.
     """
-    for _ in tf.range(num_steps):
-      self.strategy.run(self.replica_step, args=(next(iterator)["image"],))
+    run_steps(self.strategy, iterator, num_steps, self.steps_per_element, self.replica_step)
     stop = self.skip_stop_step if self.skip_limit else self.first_nonfinite_step
     return tf.stack([self.step.read_value(), stop.read_value(), self.skipped_steps.read_value()])
 

@@ -1,0 +1,170 @@
+"""Train steps per second one host's input can feed, against config.steps_per_element.
+
+On an accelerator host the step is short and what bounds the step rate on the host's side is
+per step or per element, not per image: tf.data's stages that run once per element, the
+distributed iterator dealing elements to the replicas, and the host loop dispatching the step.
+This measures that ceiling with vae_dist's own pieces: the real train pipeline
+(input_pipeline.train_dataset_fn, cache='memory', shuffle='full' unless told otherwise), dealt by
+MirroredStrategy to R logical CPU devices (the path of a multi-GPU host, without its PCIe copy),
+and drained by the train loop's own structure (steps.run_steps) running an empty step, which only
+touches its batch. Two figures per setting:
+
+  input   elements read in a tf.function loop, nothing dispatched per step: the pipeline and the
+          distributed iterator alone;
+  loop    steps.run_steps with the empty step: what the train loop adds on top, per step.
+
+Each (size, cores, R) runs in its own process pinned to that many cores (CPU affinity).
+
+  python benchmarks/step_feed.py --config=configs/fashion_mnist.py --sizes=28 \
+      --data_dir=/tmp/shuffle_bench/tfds --manual_dir=/tmp/shuffle_bench/idx \
+      --replicas_x_batch=4x32,8x16 --cores=1,2 --output=/tmp/step_feed_28.json
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _affinity():
+  try:
+    return sorted(os.sched_getaffinity(0))
+  except AttributeError:
+    return list(range(os.cpu_count() or 1))
+
+
+def _worker(spec: dict) -> dict:
+  """One process: R logical devices, every per-replica batch and k of the spec at one size."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, ROOT)
+  from vae_dist import cli  # pylint: disable=g-import-not-at-top
+  from vae_dist.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from vae_dist.data import sources  # pylint: disable=g-import-not-at-top
+  from vae_dist.train import distribution  # pylint: disable=g-import-not-at-top
+  from vae_dist.train import steps  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+
+  replicas = spec["replicas"]
+  path, _, arg = cli.resolve_config(spec["config"]).partition(":")
+  module_spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  config.image_size, config.cache, config.shuffle = spec["size"], "memory", spec["shuffle"]
+  config.data_dir, config.manual_dir = spec["data_dir"], spec["manual_dir"]
+  config.cache_max_bytes = 64 * 2**30
+  config.num_cpu_devices, config.strategy = replicas, "mirrored"
+  config.steps_per_loop = spec["steps_per_loop"]
+  distribution.configure_host_devices(config)
+  strategy = distribution.create_strategy(config)
+  builder = sources.load_builder(config)
+
+  def empty_step(images):  # Touches the batch, so the element is really delivered.
+    tf.reduce_sum(tf.cast(images[:, 0, 0, 0], tf.int32))
+
+  results = []
+  for batch in spec["batches"]:
+    config.batch_size = batch * replicas
+    for k_setting in spec["ks"]:
+      config.steps_per_element = 0 if k_setting == "auto" else int(k_setting)
+      k = input_pipeline.steps_per_element(config, batch)
+      data = strategy.distribute_datasets_from_function(
+          input_pipeline.train_dataset_fn(builder, config, 0, k))
+      it = iter(data)
+
+      @tf.function
+      def read(n, k=k, it=it):
+        for _ in tf.range(0, n, k):
+          next(it)
+
+      @tf.function
+      def loop(n, k=k, it=it):
+        steps.run_steps(strategy, it, n, k, empty_step)
+
+      row = {"per_replica_batch": batch, "steps_per_element": k, "k_setting": k_setting}
+      for name, fn in (("input", read), ("loop", loop)):
+        n = config.steps_per_loop
+        fn(tf.constant(n))  # Traces, and waits for the held part.
+        while True:
+          t0, c0 = time.perf_counter(), time.process_time()
+          fn(tf.constant(n))
+          dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+          if dt >= spec["seconds"]:
+            break
+          n = int(n * min(10, 1.3 * spec["seconds"] / max(dt, 1e-6)))
+          n -= n % config.steps_per_loop
+        row[name] = {"steps_per_sec": n / dt, "steps_per_cpu_sec": n / max(cpu, 1e-9),
+                     "images_per_sec": n * batch * replicas / dt}
+      results.append(row)
+      print(json.dumps({"size": spec["size"], "cores": len(_affinity()), "replicas": replicas,
+                        **row}), file=sys.stderr, flush=True)
+  return {"size": spec["size"], "replicas": replicas, "cores": len(_affinity()),
+          "load_average": list(os.getloadavg()), "rows": results}
+
+
+def _run_worker(spec: dict, cores) -> dict:
+  with tempfile.TemporaryDirectory() as tmp:
+    spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
+    with open(spec_path, "w") as f:
+      json.dump({**spec, "output": out_path}, f)
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    pin = lambda: os.sched_setaffinity(0, cores)  # pylint: disable=unnecessary-lambda-assignment
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", spec_path],
+                          env=env, preexec_fn=pin, check=False)
+    if proc.returncode != 0:
+      raise RuntimeError(f"worker for {spec} failed (exit {proc.returncode})")
+    with open(out_path) as f:
+      return json.load(f)
+
+
+def main():
+  if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+    with open(sys.argv[2]) as f:
+      spec = json.load(f)
+    with open(spec["output"], "w") as f:
+      json.dump(_worker(spec), f)
+    return
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--config", required=True)
+  p.add_argument("--sizes", default="28")
+  p.add_argument("--data_dir", required=True)
+  p.add_argument("--manual_dir", default="")
+  p.add_argument("--replicas_x_batch", default="4x32,8x16",
+                 help="R x per-replica batch; the recipes' global batch 128 on a v4-8 (4 chips) "
+                      "and on the 8-chip hosts.")
+  p.add_argument("--ks", default="1,auto", help="steps_per_element values ('auto' = 0).")
+  p.add_argument("--cores", default="1,2")
+  p.add_argument("--shuffle", default="full")
+  p.add_argument("--steps_per_loop", type=int, default=50, help="the recipes' host loop")
+  p.add_argument("--seconds", type=float, default=3.0)
+  p.add_argument("--output", default="")
+  a = p.parse_args()
+  available = _affinity()
+  by_replicas = {}
+  for item in a.replicas_x_batch.split(","):
+    r, b = (int(v) for v in item.split("x"))
+    by_replicas.setdefault(r, []).append(b)
+  runs = []
+  for size in (int(s) for s in a.sizes.split(",")):
+    for n in (int(c) for c in a.cores.split(",")):
+      for replicas, batches in sorted(by_replicas.items()):
+        spec = {"config": a.config, "size": size, "data_dir": a.data_dir,
+                "manual_dir": a.manual_dir, "replicas": replicas, "batches": batches,
+                "ks": a.ks.split(","), "shuffle": a.shuffle, "seconds": a.seconds,
+                "steps_per_loop": a.steps_per_loop}
+        runs.append(_run_worker(spec, available[:n]))
+  out = {"config": a.config, "shuffle": a.shuffle, "steps_per_loop": a.steps_per_loop,
+         "runs": runs}
+  text = json.dumps(out, indent=1)
+  if a.output:
+    with open(a.output, "w") as f:
+      f.write(text)
+  print(text)
+
+
+if __name__ == "__main__":
+  main()
