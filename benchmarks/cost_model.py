@@ -9,7 +9,14 @@ image) and prints the tables of BUILD_NOTES.md:
   host cores needed         = that rate / images/s per host core (each kind of input)
 
   python benchmarks/cost_model.py --utilisation=0.3 \
-      /tmp/cartoon_rates.json /tmp/fmnist_rates.json [newer rate files...]
+      /tmp/cartoon_rates.json /tmp/fmnist_rates.json [newer rate files...] \
+      [--step_feed=/tmp/feed/fmnist.json,/tmp/feed/mnist.json,/tmp/feed/cartoon.json]
+
+With --step_feed (the JSON of `python benchmarks/step_feed.py` runs) two more tables compare
+the train steps per second each host must run with what one host's input can feed (see
+step_capacity), at the recipes' own global batch and at a per-replica batch of 128:
+
+  steps/s needed = images/s above / global batch (R replicas = the host's chips)
 
 Chip peaks and host vCPUs are the vendors' published figures (sources in BUILD_NOTES.md); the
 per-core rates are this machine's (one vCPU of the benchmark host), so the core counts carry its
@@ -34,6 +41,8 @@ RECIPES = {
     "cartoon model at 128": ("configs/cartoon.py", 128, 3),
     "cartoon 256": ("configs/cartoon.py", 256, 3),
 }
+# The recipes' global batch (config.batch_size); the 64/128 rows keep the Cartoon recipe's.
+GLOBAL_BATCH = {"configs/mnist.py": 32, "configs/fashion_mnist.py": 128, "configs/cartoon.py": 128}
 
 # configs/mnist.py's train FLOPs per image, counted (tests/test_benchmark.py).
 MNIST_TUTORIAL_TRAIN_FLOPS = 32_699_904
@@ -61,15 +70,83 @@ def load(paths):
   return rates, flops
 
 
+def load_step_feed(paths):
+  """{(size, replicas, per-replica batch, cores, k setting): row of benchmarks/step_feed.py}."""
+  rows = {}
+  for path in paths:
+    with open(path) as f:
+      for run in json.load(f)["runs"]:
+        for row in run["rows"]:
+          key = (run["size"], run["replicas"], row["per_replica_batch"], run["cores"],
+                 row["k_setting"])
+          rows[key] = row
+  return rows
+
+
+def step_capacity(feed, size: int, replicas: int, per_replica: int, vcpus: int):
+  """What one host's input can feed, in train steps/s, from the step_feed rows; None if unmeasured.
+
+  Two limits, each from its own measurement:
+  - per element (one thread: tf.data's stages and the distributed iterator dealing elements to
+    the replicas): the elements/s of k=1, best over the core counts measured (it did not grow
+    with cores here), times k / R;
+  - per image (the parallel gather and copy): images per CPU-second of the automatic k on one
+    pinned core, times the host's vCPUs, / the images of a step.
+  Returns (elements/s ceiling, k, steps/s per element limit, images per core-second,
+  steps/s per image limit, {cores: measured steps/s with auto k}).
+  """
+  ones = [row for key, row in feed.items()
+          if key[:3] == (size, replicas, per_replica) and key[4] == "1"]
+  autos = {key[3]: row for key, row in feed.items()
+           if key[:3] == (size, replicas, per_replica) and key[4] == "auto"}
+  if not ones or 1 not in autos:
+    return None
+  elements = max(row["input"]["steps_per_sec"] for row in ones) * replicas
+  k = autos[1]["steps_per_element"]
+  per_core = autos[1]["input"]["steps_per_cpu_sec"] * replicas * per_replica
+  measured = {cores: row["input"]["steps_per_sec"] for cores, row in sorted(autos.items())}
+  return (elements, k, elements * k / replicas, per_core,
+          per_core * vcpus / (replicas * per_replica), measured)
+
+
+def print_step_table(demands, feed, per_replica_batch: int = 0):
+  """Steps/s each host needs against what its input can feed (step_capacity)."""
+  which = (f"a per-replica batch of {per_replica_batch}" if per_replica_batch else
+           "the recipes' own global batch")
+  print(f"\nsteps/s at {which}; input from memory with shuffle='full', automatic "
+        "steps_per_element")
+  print("| recipe | host | global batch (R x B) | steps/s needed | per element: elements/s "
+        "(k=1), k, steps/s | per image: images/core-s, steps/s on all vCPUs | measured here, "
+        "auto k (1 / 2 cores) | input keeps up |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  for recipe, host, config, size, chips, demand, vcpus in demands:
+    per_replica = per_replica_batch or GLOBAL_BATCH[config] // chips
+    batch = per_replica * chips
+    needed = demand / batch
+    cap = step_capacity(feed, size, chips, per_replica, vcpus)
+    if cap is None:
+      continue
+    elements, k, by_element, per_core, by_image, measured = cap
+    short = [f"{needed / by_element:.1f}x short per element" if by_element < needed else "",
+             f"{needed / by_image:.1f}x short per image" if by_image < needed else ""]
+    verdict = "; ".join(x for x in short if x) or (
+        f"yes ({min(by_element, by_image) / needed:.1f}x)")
+    seen = " / ".join(f"{v:,.0f}" for v in measured.values())
+    print(f"| {recipe} | {host} | {batch} ({chips} x {per_replica}) | {needed:,.0f} | "
+          f"{elements:,.0f}, {k}, {by_element:,.0f} | {per_core:,.0f}, {by_image:,.0f} | {seen} | "
+          f"{verdict} |")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("files", nargs="+")
   parser.add_argument("--utilisation", type=float, default=0.3)
   parser.add_argument("--cores", default="1", help="Which pinned-cores measurement to use.")
   parser.add_argument("--feed_dtype", default="uint8", choices=sorted(FEED_BYTES))
+  parser.add_argument("--step_feed", default="", help="step_feed.py JSON files, comma-separated")
   args = parser.parse_args()
   rates, flops_by_key = load(args.files)
-  rows = []
+  rows, demands = [], []
   for recipe, (config, size, channels) in RECIPES.items():
     name = config.split("/")[-1][:-3]
     key = ("fashion_mnist" if name == "mnist" else name, size)
@@ -82,6 +159,7 @@ def main():
               for k in ("raw", "disk", "memory", "memory_full")}
       gbs = demand * size * size * channels * FEED_BYTES[args.feed_dtype] / 1e9
       rows.append((recipe, host, flops, demand, need, vcpus, gbs, chips * link if link else None))
+      demands.append((recipe, host, config, size, chips, demand, vcpus))
   print(f"utilisation {args.utilisation:.0%}; per-core rates from {args.cores} pinned core(s); "
         f"{args.feed_dtype} to the chips")
   print("| recipe | host | train GFLOP/image | images/s at that utilisation | cores needed: "
@@ -94,6 +172,10 @@ def main():
                        for k in ("raw", "disk", "memory", "memory_full"))
     print(f"| {recipe} | {host} | {flops / 1e9:.3f} | {demand:,.0f} | {cores} | {vcpus} | "
           f"{gbs:,.1f} ({link_text}) |")
+  if args.step_feed:
+    feed = load_step_feed(args.step_feed.split(","))
+    print_step_table(demands, feed)
+    print_step_table(demands, feed, per_replica_batch=128)
 
 
 if __name__ == "__main__":

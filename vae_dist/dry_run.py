@@ -47,8 +47,11 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
   lines.append(f"Data: {builder.info.name} in {builder.data_dir}: "
                f"{splits[config.train_split].num_examples} train examples "
                f"({config.train_split}), eval split {config.eval_split}.")
+  per_element = input_pipeline.steps_per_element(
+      config, config.batch_size // strategy.num_replicas_in_sync)
   lines.append(f"Training: {loop.total_train_steps(config, builder)} steps, "
-               f"{config.steps_per_loop} per host loop; workdir {workdir} "
+               f"{config.steps_per_loop} per host loop, {per_element} per input element; "
+               f"workdir {workdir} "
                f"({'resumes' if resumes else 'new run'}; nothing written).")
   print("\n".join(["Dry run: the run would start."] + lines), flush=True)
 
