@@ -67,6 +67,10 @@ def _worker(spec: dict) -> dict:
     tf.reduce_sum(tf.cast(images[:, 0, 0, 0], tf.int32))
 
   results = []
+  # Every iterator stays alive until the process ends: destroying a distributed iterator over
+  # eight logical devices waited minutes here for tf.data's autotuning threads of its per-device
+  # datasets (TF 2.21), which would stall the measurements that follow.
+  keep = []
   for batch in spec["batches"]:
     config.batch_size = batch * replicas
     for k_setting in spec["ks"]:
@@ -75,6 +79,7 @@ def _worker(spec: dict) -> dict:
       data = strategy.distribute_datasets_from_function(
           input_pipeline.train_dataset_fn(builder, config, 0, k))
       it = iter(data)
+      keep.append(it)
 
       @tf.function
       def read(n, k=k, it=it):

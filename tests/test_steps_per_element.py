@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import cli
 import datagen
+from conftest import build_trainer
 from conftest import load_config
 from conftest import mirrored
 from vae_dist.config import checks
@@ -124,3 +125,22 @@ def test_cli_runs_with_one_and_several_steps_per_element_train_the_same_weights(
   assert weights[1].keys() == weights[4].keys()
   for name, value in weights[1].items():
     np.testing.assert_array_equal(weights[4][name], value, err_msg=name)
+
+
+def test_a_step_of_an_element_compiles_whole_as_a_tpu_would_compile_it():
+  """Under TPUStrategy the replica step, its batch taken from the element by a loop index, is
+  one XLA computation: the slice is a dynamic-slice inside it, and the step is the step."""
+  config = load_config("fashion_mnist", "smoke")
+  config.jit_compile = "false"  # Nothing compiled inside; the whole step is compiled below.
+  trainer = build_trainer(config, tf.distribute.get_strategy())
+  compiled = tf.function(lambda element, index: trainer.replica_step(element[index]),
+                         jit_compile=True)
+  rng = np.random.default_rng(3)
+  element = tf.constant(rng.integers(0, 256, (4, config.batch_size, 28, 28, 1), dtype=np.uint8))
+  hlo = compiled.experimental_get_compiler_ir(element, tf.constant(0))(stage="hlo")
+  assert "dynamic-slice" in hlo
+  for index in range(4):
+    compiled(element, tf.constant(index))
+  assert compiled.experimental_get_tracing_count() == 1  # One program for every index.
+  assert int(trainer.step.numpy()) == 4 and int(trainer.optimizer.iterations.numpy()) == 4
+  assert all(np.isfinite(v.numpy()).all() for v in trainer.model.weights)
