@@ -13,7 +13,8 @@ touches its batch. Two figures per setting:
           distributed iterator alone;
   loop    steps.run_steps with the empty step: what the train loop adds on top, per step.
 
-Each (size, cores, R) runs in its own process pinned to that many cores (CPU affinity).
+Each setting (size, cores, R, B, k) runs in its own process pinned to that many cores (CPU
+affinity).
 
   python benchmarks/step_feed.py --config=configs/fashion_mnist.py --sizes=28 \
       --data_dir=/tmp/shuffle_bench/tfds --manual_dir=/tmp/shuffle_bench/idx \
@@ -38,7 +39,7 @@ def _affinity():
 
 
 def _worker(spec: dict) -> dict:
-  """One process: R logical devices, every per-replica batch and k of the spec at one size."""
+  """One process: R logical devices, one per-replica batch B and one k, at one size."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, ROOT)
   from vae_dist import cli  # pylint: disable=g-import-not-at-top
@@ -66,49 +67,43 @@ def _worker(spec: dict) -> dict:
   def empty_step(images):  # Touches the batch, so the element is really delivered.
     tf.reduce_sum(tf.cast(images[:, 0, 0, 0], tf.int32))
 
-  results = []
-  # Every iterator stays alive until the process ends: destroying a distributed iterator over
-  # eight logical devices waited minutes here for tf.data's autotuning threads of its per-device
-  # datasets (TF 2.21), which would stall the measurements that follow.
-  keep = []
-  for batch in spec["batches"]:
-    config.batch_size = batch * replicas
-    for k_setting in spec["ks"]:
-      config.steps_per_element = 0 if k_setting == "auto" else int(k_setting)
-      k = input_pipeline.steps_per_element(config, batch)
-      data = strategy.distribute_datasets_from_function(
-          input_pipeline.train_dataset_fn(builder, config, 0, k))
-      it = iter(data)
-      keep.append(it)
+  # One setting per process, and no iterator is ever destroyed: destroying a distributed
+  # iterator over eight logical devices waited minutes here (TF 2.21: tf.data's autotuning
+  # threads of the per-device datasets), which would stall the measurements that follow.
+  batch, k_setting = spec["batch"], spec["k"]
+  config.batch_size = batch * replicas
+  config.steps_per_element = 0 if k_setting == "auto" else int(k_setting)
+  k = input_pipeline.steps_per_element(config, batch)
+  it = iter(strategy.distribute_datasets_from_function(
+      input_pipeline.train_dataset_fn(builder, config, 0, k)))
 
-      @tf.function
-      def read(n, k=k, it=it):
-        for _ in tf.range(0, n, k):
-          next(it)
+  @tf.function
+  def read(n):
+    for _ in tf.range(0, n, k):
+      next(it)
 
-      @tf.function
-      def loop(n, k=k, it=it):
-        steps.run_steps(strategy, it, n, k, empty_step)
+  @tf.function
+  def loop(n):
+    steps.run_steps(strategy, it, n, k, empty_step)
 
-      row = {"per_replica_batch": batch, "steps_per_element": k, "k_setting": k_setting}
-      for name, fn in (("input", read), ("loop", loop)):
-        n = config.steps_per_loop
-        fn(tf.constant(n))  # Traces, and waits for the held part.
-        while True:
-          t0, c0 = time.perf_counter(), time.process_time()
-          fn(tf.constant(n))
-          dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-          if dt >= spec["seconds"]:
-            break
-          n = int(n * min(10, 1.3 * spec["seconds"] / max(dt, 1e-6)))
-          n -= n % config.steps_per_loop
-        row[name] = {"steps_per_sec": n / dt, "steps_per_cpu_sec": n / max(cpu, 1e-9),
-                     "images_per_sec": n * batch * replicas / dt}
-      results.append(row)
-      print(json.dumps({"size": spec["size"], "cores": len(_affinity()), "replicas": replicas,
-                        **row}), file=sys.stderr, flush=True)
+  row = {"per_replica_batch": batch, "steps_per_element": k, "k_setting": k_setting}
+  for name, fn in (("input", read), ("loop", loop)):
+    n = config.steps_per_loop
+    fn(tf.constant(n))  # Traces, and waits for the held part.
+    while True:
+      t0, c0 = time.perf_counter(), time.process_time()
+      fn(tf.constant(n))
+      dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+      if dt >= spec["seconds"]:
+        break
+      n = int(n * min(10, 1.3 * spec["seconds"] / max(dt, 1e-6)))
+      n -= n % config.steps_per_loop
+    row[name] = {"steps_per_sec": n / dt, "steps_per_cpu_sec": n / max(cpu, 1e-9),
+                 "images_per_sec": n * batch * replicas / dt}
+  print(json.dumps({"size": spec["size"], "cores": len(_affinity()), "replicas": replicas,
+                    **row}), file=sys.stderr, flush=True)
   return {"size": spec["size"], "replicas": replicas, "cores": len(_affinity()),
-          "load_average": list(os.getloadavg()), "rows": results}
+          "load_average": list(os.getloadavg()), "rows": [row]}
 
 
 def _run_worker(spec: dict, cores) -> dict:
@@ -151,19 +146,16 @@ def main():
   p.add_argument("--output", default="")
   a = p.parse_args()
   available = _affinity()
-  by_replicas = {}
-  for item in a.replicas_x_batch.split(","):
-    r, b = (int(v) for v in item.split("x"))
-    by_replicas.setdefault(r, []).append(b)
+  pairs = [tuple(int(v) for v in item.split("x")) for item in a.replicas_x_batch.split(",")]
   runs = []
   for size in (int(s) for s in a.sizes.split(",")):
     for n in (int(c) for c in a.cores.split(",")):
-      for replicas, batches in sorted(by_replicas.items()):
-        spec = {"config": a.config, "size": size, "data_dir": a.data_dir,
-                "manual_dir": a.manual_dir, "replicas": replicas, "batches": batches,
-                "ks": a.ks.split(","), "shuffle": a.shuffle, "seconds": a.seconds,
-                "steps_per_loop": a.steps_per_loop}
-        runs.append(_run_worker(spec, available[:n]))
+      for replicas, batch in pairs:
+        for k in a.ks.split(","):
+          spec = {"config": a.config, "size": size, "data_dir": a.data_dir,
+                  "manual_dir": a.manual_dir, "replicas": replicas, "batch": batch, "k": k,
+                  "shuffle": a.shuffle, "seconds": a.seconds, "steps_per_loop": a.steps_per_loop}
+          runs.append(_run_worker(spec, available[:n]))
   out = {"config": a.config, "shuffle": a.shuffle, "steps_per_loop": a.steps_per_loop,
          "runs": runs}
   text = json.dumps(out, indent=1)
