@@ -78,9 +78,12 @@ def test_the_automatic_choice_divides_the_loop_and_bounds_the_element(data):
   config.image_size, config.channels, config.steps_per_loop = 256, 3, 50
   assert input_pipeline.steps_per_element(config, 16) == 1  # One batch is 3 MiB.
   config.image_size = 128
-  assert input_pipeline.steps_per_element(config, 16) == 5  # 5 x 768 KiB <= 4 MiB.
+  assert input_pipeline.steps_per_element(config, 16) == 1  # 768 KiB: stacking costs more.
+  config.image_size = 64
+  assert input_pipeline.steps_per_element(config, 16) == 10  # 10 x 192 KiB <= 4 MiB.
+  assert input_pipeline.steps_per_element(config, 32) == 10  # 10 x 384 KiB.
   config.feed_dtype = "float32"
-  assert input_pipeline.steps_per_element(config, 16) == 1  # 3 MiB a batch as float32.
+  assert input_pipeline.steps_per_element(config, 16) == 1  # 768 KiB a batch as float32.
   config.steps_per_element = 10
   assert input_pipeline.steps_per_element(config, 16) == 10  # Given: taken as it is.
 

@@ -55,9 +55,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.prefetch_batches = 0  # Batches prepared ahead of the train step per host; 0 = tf.data's own.
   # Train steps whose per-replica batches travel together as one input element (one tf.data
   # element, one host-to-device transfer), so the pipeline's per-element costs are paid once
-  # for k steps; the batches and their order are the same for every k. 0: the largest divisor
-  # of steps_per_loop up to 64 whose element stays within 4 MiB per replica. A value > 0 must
-  # divide steps_per_loop.
+  # for k steps; the batches and their order are the same for every k. 0: for per-replica
+  # batches up to 512 KiB, the largest divisor of steps_per_loop up to 64 whose element stays
+  # within 4 MiB; larger batches travel alone. A value > 0 must divide steps_per_loop.
   c.steps_per_element = 0
   # Train batches to the device as 'uint8' (scaled to float at the top of the step: a quarter of
   # the bytes, no float work on the host) or 'float32' (scaled on the host). Same values either way.

@@ -288,11 +288,15 @@ def check_shuffle(builder, config: ml_collections.ConfigDict, num_pipelines: int
 
 
 # What config.steps_per_element=0 lets one element carry: enough steps that the per-element
-# costs (tf.data's stages on one thread, the distributed iterator, the transfer call: 25-45 us
-# each here, BUILD_NOTES.md) shrink to a small share of a small batch, and little enough device
-# memory that the transfer buffers of every replica stay negligible.
+# costs (tf.data's one-thread stages and the distributed iterator dealing elements to the
+# replicas: 100-300 us an element here with 4-8 replicas, BUILD_NOTES.md) shrink to a small share
+# of a small batch, and little enough device memory that every replica's transfer buffers stay
+# negligible. Only small batches gain: an element of k batches costs two more copies of its
+# pixels (stacking, dealing), which from ~0.75 MB per batch cost more than they save (128 px,
+# batch 16 or 32: 0.62-0.84x the steps/s of k=1; 64 px, 196-393 KB: 1.2-1.8x).
 MAX_AUTO_STEPS_PER_ELEMENT = 64
 MAX_AUTO_ELEMENT_BYTES = 4 * 2**20
+MAX_AUTO_BATCH_BYTES = 512 * 2**10
 
 
 def steps_per_element(config: ml_collections.ConfigDict, per_replica_batch: int) -> int:
@@ -304,6 +308,8 @@ def steps_per_element(config: ml_collections.ConfigDict, per_replica_batch: int)
     return config.steps_per_element
   feed_bytes = 4 if config.feed_dtype == "float32" else 1
   batch_bytes = per_replica_batch * config.image_size**2 * config.channels * feed_bytes
+  if batch_bytes > MAX_AUTO_BATCH_BYTES:
+    return 1
   for k in range(min(MAX_AUTO_STEPS_PER_ELEMENT, config.steps_per_loop), 1, -1):
     if config.steps_per_loop % k == 0 and k * batch_bytes <= MAX_AUTO_ELEMENT_BYTES:
       return k
