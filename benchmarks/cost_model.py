@@ -87,16 +87,15 @@ def step_capacity(feed, size: int, replicas: int, per_replica: int, vcpus: int):
   """What one host's input can feed, in train steps/s, from the step_feed rows; None if unmeasured.
 
   Two limits, each from its own measurement:
-  - per element (one thread: tf.data's stages and the distributed iterator dealing elements to
-    the replicas): the elements/s of k=1, best over the core counts measured (it did not grow
-    with cores here), times k / R;
+  - per element (tf.data's one-thread stages and the distributed iterator dealing elements to
+    the R replicas): the most elements/s any k=1 run with R replicas reached (the smallest
+    batches, where the pixels cost least; it grew 1.2x from 1 to 2 cores), times k / R;
   - per image (the parallel gather and copy): images per CPU-second of the automatic k on one
     pinned core, times the host's vCPUs, / the images of a step.
   Returns (elements/s ceiling, k, steps/s per element limit, images per core-second,
   steps/s per image limit, {cores: measured steps/s with auto k}).
   """
-  ones = [row for key, row in feed.items()
-          if key[:3] == (size, replicas, per_replica) and key[4] == "1"]
+  ones = [row for key, row in feed.items() if key[1] == replicas and key[4] == "1"]
   autos = {key[3]: row for key, row in feed.items()
            if key[:3] == (size, replicas, per_replica) and key[4] == "auto"}
   if not ones or 1 not in autos:
