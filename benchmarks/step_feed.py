@@ -74,8 +74,11 @@ def _worker(spec: dict) -> dict:
   config.batch_size = batch * replicas
   config.steps_per_element = 0 if k_setting == "auto" else int(k_setting)
   k = input_pipeline.steps_per_element(config, batch)
+  # fetch_to_device=False: the elements stay on the host and each step's ops read them there
+  # (what TensorFlow does without a per-device buffer); the default True is what runs use.
+  options = tf.distribute.InputOptions(experimental_fetch_to_device=spec["fetch_to_device"])
   it = iter(strategy.distribute_datasets_from_function(
-      input_pipeline.train_dataset_fn(builder, config, 0, k)))
+      input_pipeline.train_dataset_fn(builder, config, 0, k), options=options))
 
   @tf.function
   def read(n):
@@ -143,6 +146,8 @@ def main():
   p.add_argument("--shuffle", default="full")
   p.add_argument("--steps_per_loop", type=int, default=50, help="the recipes' host loop")
   p.add_argument("--seconds", type=float, default=3.0)
+  p.add_argument("--fetch_to_device", default="true", choices=("true", "false"),
+                 help="tf.distribute.InputOptions(experimental_fetch_to_device=...)")
   p.add_argument("--output", default="")
   a = p.parse_args()
   available = _affinity()
@@ -154,10 +159,11 @@ def main():
         for k in a.ks.split(","):
           spec = {"config": a.config, "size": size, "data_dir": a.data_dir,
                   "manual_dir": a.manual_dir, "replicas": replicas, "batch": batch, "k": k,
-                  "shuffle": a.shuffle, "seconds": a.seconds, "steps_per_loop": a.steps_per_loop}
+                  "shuffle": a.shuffle, "seconds": a.seconds, "steps_per_loop": a.steps_per_loop,
+                  "fetch_to_device": a.fetch_to_device == "true"}
           runs.append(_run_worker(spec, available[:n]))
   out = {"config": a.config, "shuffle": a.shuffle, "steps_per_loop": a.steps_per_loop,
-         "runs": runs}
+         "fetch_to_device": a.fetch_to_device, "runs": runs}
   text = json.dumps(out, indent=1)
   if a.output:
     with open(a.output, "w") as f:

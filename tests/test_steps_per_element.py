@@ -102,32 +102,7 @@ def test_a_value_that_does_not_divide_the_loop_is_one_config_error(data):
                       "--config.steps_per_element=3")
   assert cli.one_error(proc).startswith("error: config.steps_per_element: 3 does not divide")
   assert not os.path.exists(root / "refused")
-
-
-def test_cli_runs_with_one_and_several_steps_per_element_train_the_same_weights(data, tmp_path):
-  """Two replicas, loops of 4 steps then a last one of 2: k=4 leaves half its last element
-  unread. (One replica: the same loop; its streams are compared above.)"""
-  root, _ = data
-  args = [*cli.data_flags(root / "idx", root / "tfds"), "--config.deterministic=true",
-          "--config.num_train_steps=10", "--config.log_every_steps=4",
-          "--config.eval_every_steps=4", "--config.checkpoint_every_steps=4",
-          "--config.shuffle=full", "--config.binarize=dynamic", "--config.num_cpu_devices=2",
-          "--config.strategy=mirrored"]
-  weights = {}
-  for k in (1, 4):
-    workdir = str(tmp_path / f"k{k}")
-    proc = cli.run_main("configs/fashion_mnist.py:smoke", workdir, *args,
-                        f"--config.steps_per_element={k}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"{k} step{'s' if k > 1 else ''} per element" in proc.stderr
-    assert [r["step"] for r in cli.read_metrics(workdir) if "train/loss" in r] == [4, 8, 10]
-    reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints", "10", "state", "ckpt"))
-    weights[k] = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-                  if "OBJECT_GRAPH" not in name}
-  assert any("_trainable_variables" in name for name in weights[1])
-  assert weights[1].keys() == weights[4].keys()
-  for name, value in weights[1].items():
-    np.testing.assert_array_equal(weights[4][name], value, err_msg=name)
+  # A whole run with k=1 against runs with the automatic k: test_full_shuffle.py's CLI test.
 
 
 def test_a_step_of_an_element_compiles_whole_as_a_tpu_would_compile_it():
