@@ -289,7 +289,7 @@ def check_shuffle(builder, config: ml_collections.ConfigDict, num_pipelines: int
 
 # What config.steps_per_element=0 lets one element carry: enough steps that the per-element
 # costs (tf.data's one-thread stages and the distributed iterator dealing elements to the
-# replicas: 100-300 us an element here with 4-8 replicas, BUILD_NOTES.md) shrink to a small share
+# replicas: 90-115 us an element here with 4-8 replicas, BUILD_NOTES.md) shrink to a small share
 # of a small batch, and little enough device memory that every replica's transfer buffers stay
 # negligible. Only small batches gain: an element of k batches costs two more copies of its
 # pixels (stacking, dealing), which from ~0.75 MB per batch cost more than they save (128 px,
