@@ -13,6 +13,12 @@ touches its batch. Two figures per setting:
           distributed iterator alone;
   loop    steps.run_steps with the empty step: what the train loop adds on top, per step.
 
+With --cache=device the pipeline gives row numbers (config.cache='device', data/device_data.py)
+and a third figure is measured:
+
+  loop_gather  the step gathers its batch from its replica's copy of the images, here on the
+               host's cores (on an accelerator that is the device's work, from its memory).
+
 Each setting (size, cores, R, B, k) runs in its own process pinned to that many cores (CPU
 affinity).
 
@@ -43,6 +49,7 @@ def _worker(spec: dict) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, ROOT)
   from vae_dist import cli  # pylint: disable=g-import-not-at-top
+  from vae_dist.data import device_data  # pylint: disable=g-import-not-at-top
   from vae_dist.data import input_pipeline  # pylint: disable=g-import-not-at-top
   from vae_dist.data import sources  # pylint: disable=g-import-not-at-top
   from vae_dist.train import distribution  # pylint: disable=g-import-not-at-top
@@ -55,7 +62,7 @@ def _worker(spec: dict) -> dict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   config = module.get_config(arg) if arg else module.get_config()
-  config.image_size, config.cache, config.shuffle = spec["size"], "memory", spec["shuffle"]
+  config.image_size, config.cache, config.shuffle = spec["size"], spec["cache"], spec["shuffle"]
   config.data_dir, config.manual_dir = spec["data_dir"], spec["manual_dir"]
   config.cache_max_bytes = 64 * 2**30
   config.num_cpu_devices, config.strategy = replicas, "mirrored"
@@ -64,21 +71,33 @@ def _worker(spec: dict) -> dict:
   strategy = distribution.create_strategy(config)
   builder = sources.load_builder(config)
 
-  def empty_step(images):  # Touches the batch, so the element is really delivered.
+  def empty_step(batch, part=None):  # Touches the batch, so the element is really delivered.
+    del part
+    if "image" in batch:
+      tf.reduce_sum(tf.cast(batch["image"][:, 0, 0, 0], tf.int32))
+    else:  # cache='device': the rows the step would gather.
+      tf.reduce_sum(batch["rows"])
+
+  def gathering_step(batch, part):  # cache='device': the step's own gather, on this CPU.
+    images = device_data.batch_images(part, batch, config, batch_size * replicas)
     tf.reduce_sum(tf.cast(images[:, 0, 0, 0], tf.int32))
 
   # One setting per process, and no iterator is ever destroyed: destroying a distributed
   # iterator over eight logical devices waited minutes here (TF 2.21: tf.data's autotuning
   # threads of the per-device datasets), which would stall the measurements that follow.
-  batch, k_setting = spec["batch"], spec["k"]
+  batch_size = batch = spec["batch"]
+  k_setting = spec["k"]
   config.batch_size = batch * replicas
   config.steps_per_element = 0 if k_setting == "auto" else int(k_setting)
   k = input_pipeline.steps_per_element(config, batch)
   # fetch_to_device=False: the elements stay on the host and each step's ops read them there
   # (what TensorFlow does without a per-device buffer); the default True is what runs use.
   options = tf.distribute.InputOptions(experimental_fetch_to_device=spec["fetch_to_device"])
+  parts = device_data.HostParts() if config.cache == "device" else None
   it = iter(strategy.distribute_datasets_from_function(
-      input_pipeline.train_dataset_fn(builder, config, 0, k), options=options))
+      input_pipeline.train_dataset_fn(builder, config, 0, k, device_parts=parts),
+      options=options))
+  part = parts.place(strategy) if parts else None
 
   @tf.function
   def read(n):
@@ -87,10 +106,17 @@ def _worker(spec: dict) -> dict:
 
   @tf.function
   def loop(n):
-    steps.run_steps(strategy, it, n, k, empty_step)
+    steps.run_steps(strategy, it, n, k, empty_step, part)
+
+  @tf.function
+  def loop_gather(n):
+    steps.run_steps(strategy, it, n, k, gathering_step, part)
 
   row = {"per_replica_batch": batch, "steps_per_element": k, "k_setting": k_setting}
-  for name, fn in (("input", read), ("loop", loop)):
+  kinds = [("input", read), ("loop", loop)]
+  if part is not None:
+    kinds.append(("loop_gather", loop_gather))
+  for name, fn in kinds:
     n = config.steps_per_loop
     fn(tf.constant(n))  # Traces, and waits for the held part.
     while True:
@@ -144,6 +170,9 @@ def main():
   p.add_argument("--ks", default="1,auto", help="steps_per_element values ('auto' = 0).")
   p.add_argument("--cores", default="1,2")
   p.add_argument("--shuffle", default="full")
+  p.add_argument("--cache", default="memory", choices=("memory", "device"),
+                 help="device: row numbers as input, and a third figure, loop_gather, in which "
+                      "the step gathers its batch from its copy (on this CPU)")
   p.add_argument("--steps_per_loop", type=int, default=50, help="the recipes' host loop")
   p.add_argument("--seconds", type=float, default=3.0)
   p.add_argument("--fetch_to_device", default="true", choices=("true", "false"),
@@ -159,10 +188,10 @@ def main():
         for k in a.ks.split(","):
           spec = {"config": a.config, "size": size, "data_dir": a.data_dir,
                   "manual_dir": a.manual_dir, "replicas": replicas, "batch": batch, "k": k,
-                  "shuffle": a.shuffle, "seconds": a.seconds, "steps_per_loop": a.steps_per_loop,
+                  "shuffle": a.shuffle, "cache": a.cache, "seconds": a.seconds, "steps_per_loop": a.steps_per_loop,
                   "fetch_to_device": a.fetch_to_device == "true"}
           runs.append(_run_worker(spec, available[:n]))
-  out = {"config": a.config, "shuffle": a.shuffle, "steps_per_loop": a.steps_per_loop,
+  out = {"config": a.config, "shuffle": a.shuffle, "cache": a.cache, "steps_per_loop": a.steps_per_loop,
          "fetch_to_device": a.fetch_to_device, "runs": runs}
   text = json.dumps(out, indent=1)
   if a.output:

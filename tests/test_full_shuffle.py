@@ -184,7 +184,8 @@ def test_the_held_part_is_no_constant_of_the_dataset_graph(data):
 
 def test_cli_trains_and_resumes_with_full_shuffle_as_one_run_would(data, tmp_path):
   """Also: the straight run reads one step per input element, the resumed runs the automatic
-  steps_per_element (2 here), so equal weights also say k changes nothing a run trains on."""
+  steps_per_element (2 here), so equal weights also say k changes nothing a run trains on; and
+  the second resumed run uses cache='device' (row numbers as input): nor does that."""
   root, _, _ = data
   args = [*cli.data_flags(root / "idx", root / "tfds"), "--config.shuffle=full",
           "--config.deterministic=true", "--config.eval_every_steps=4",
@@ -195,11 +196,14 @@ def test_cli_trains_and_resumes_with_full_shuffle_as_one_run_would(data, tmp_pat
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "shuffle=full; 1 step per element" in proc.stderr
   resumed = str(tmp_path / "resumed")
-  for steps in (4, 8):
+  for steps, cache in ((4, "memory"), (8, "device")):
     proc = cli.run_main("configs/fashion_mnist.py:smoke", resumed, *args,
-                        f"--config.num_train_steps={steps}")
+                        f"--config.num_train_steps={steps}", f"--config.cache={cache}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "Resumed from" in proc.stderr and "shuffle=full; 2 steps per element" in proc.stderr
+  # The second half gathered its batches from the device's copy of the images.
+  assert "Resumed from" in proc.stderr and ("held by each replica's device (row numbers as "
+                                            "input); shuffle=full; 2 steps per element"
+                                            in proc.stderr)
   assert [r["step"] for r in cli.read_metrics(resumed) if "train/loss" in r] == [2, 4, 6, 8]
   for name in ("straight", "resumed"):
     assert os.path.isdir(tmp_path / name / "checkpoints" / "8")

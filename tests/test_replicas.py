@@ -149,7 +149,7 @@ def test_whole_replica_step_compiles_as_a_tpu_would_compile_it():
   config.jit_compile = "false"  # Nothing compiled inside; the whole step is compiled below.
   config.skip_nonfinite_steps = 2  # The tf.cond that skips a non-finite step is compiled too.
   trainer = build_trainer(config, tf.distribute.get_strategy())
-  compiled = tf.function(trainer.replica_step, jit_compile=True)
+  compiled = tf.function(lambda images: trainer.replica_step({"image": images}), jit_compile=True)
   images = _images(config.batch_size)
   hlo = compiled.experimental_get_compiler_ir(images)(stage="hlo")
   assert "rng-bit-generator" in hlo or "philox" in hlo.lower() or "rng" in hlo  # Noise inside.
@@ -175,8 +175,11 @@ def test_batchnorm_run_ends_at_the_same_eval_elbo_on_1_2_and_3_replicas(tmp_path
         "--config.steps_per_loop=6", "--config.log_every_steps=6", "--config.eval_every_steps=12",
         "--config.checkpoint_every_steps=12", "--config.eval_num_examples=-1",
         f"--config.num_cpu_devices={n}", f"--config.strategy={'mirrored' if n > 1 else 'default'}",
-        "--config.deterministic=true")
+        "--config.deterministic=true",
+        # 3 replicas each gather their batches from their own copy of the images.
+        f"--config.cache={'device' if n == 3 else 'auto'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("held by each replica's device" in proc.stderr) == (n == 3)
     with open(os.path.join(workdir, "final_metrics.json")) as f:
       results[n] = json.load(f)
     assert results[n]["eval/examples"] == 36

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import ml_collections
+
 import cli
 import datagen
 from conftest import build_trainer
 from conftest import load_config
 from conftest import mirrored
 from vae_dist.config import checks
+from vae_dist.data import device_data
 from vae_dist.data import input_pipeline
 from vae_dist.data import sources
 from vae_dist.errors import ConfigError
@@ -68,6 +71,43 @@ def test_elements_hold_the_batches_of_one_step_per_element(data, shuffle, cache)
         np.testing.assert_array_equal(got, want, err_msg=f"{replicas=} {start_step=} {k=}")
 
 
+def _device_global_batches(strategy, builder, config, start_step, k, num_steps):
+  """As _global_batches, with cache='device': each replica gathers from its own copy."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.cache = "device"
+  parts = device_data.HostParts()
+  it = iter(strategy.distribute_datasets_from_function(
+      input_pipeline.train_dataset_fn(builder, config, start_step, k, device_parts=parts)))
+  copies = strategy.experimental_local_results(parts.place(strategy))
+  devices = [tf.DeviceSpec.from_string(c.device) for c in copies]
+  assert len({(d.device_type, d.device_index) for d in devices}) == len(copies)  # One each.
+  out = []
+  while len(out) < num_steps:
+    shares = strategy.experimental_local_results(next(it))
+    assert set(shares[0]) == {"rows", "seed", "first"}  # Row numbers travel, not images.
+    for i in range(k):
+      one = [tf.nest.map_structure(lambda v: v[i], s) if k > 1 else s for s in shares]
+      out.append(np.concatenate([
+          device_data.batch_images(c, s, config, config.batch_size).numpy()
+          for c, s in zip(copies, one)]))
+  return np.stack(out[:num_steps])
+
+
+@pytest.mark.parametrize("shuffle", ["buffer", "full"])
+def test_device_cache_steps_gather_the_batches_of_the_memory_cache(data, shuffle):
+  """cache='device': the pipeline deals row numbers and each replica gathers from its copy of
+  the part; the batches are bitwise those of cache='memory' (dynamic binarisation included)."""
+  root, builder = data
+  config = _config(root, shuffle=shuffle)
+  for replicas in (1, 2):
+    strategy = tf.distribute.get_strategy() if replicas == 1 else mirrored(2)
+    for start_step in (0, 3):
+      want = _global_batches(strategy, builder, config, start_step, 1, 12)
+      for k in (1, 4):
+        got = _device_global_batches(strategy, builder, config, start_step, k, 12)
+        np.testing.assert_array_equal(got, want, err_msg=f"{replicas=} {start_step=} {k=}")
+
+
 def test_the_automatic_choice_divides_the_loop_and_bounds_the_element(data):
   root, _ = data
   config = _config(root, shuffle="buffer")
@@ -86,6 +126,9 @@ def test_the_automatic_choice_divides_the_loop_and_bounds_the_element(data):
   assert input_pipeline.steps_per_element(config, 16) == 1  # 768 KiB a batch as float32.
   config.steps_per_element = 10
   assert input_pipeline.steps_per_element(config, 16) == 10  # Given: taken as it is.
+  config.steps_per_element, config.cache, config.steps_per_loop = 0, "device", 500
+  assert input_pipeline.steps_per_element(config, 16) == 500  # Rows: the whole loop.
+  assert input_pipeline.steps_per_element(config, 4096) == 250  # 250 x 16 KiB <= 4 MiB.
 
 
 def test_a_value_that_does_not_divide_the_loop_is_one_config_error(data):
@@ -113,7 +156,7 @@ def test_a_step_of_an_element_compiles_whole_as_a_tpu_would_compile_it():
   trainer = build_trainer(config, tf.distribute.get_strategy())
 
   def step_of_element(element, index):
-    trainer.replica_step(element[index])
+    trainer.replica_step({"image": element[index]})
 
   compiled = tf.function(step_of_element, jit_compile=True)
   rng = np.random.default_rng(3)
@@ -124,4 +167,21 @@ def test_a_step_of_an_element_compiles_whole_as_a_tpu_would_compile_it():
     compiled(element, tf.constant(index))
   assert compiled.experimental_get_tracing_count() == 1  # One program for every index.
   assert int(trainer.step.numpy()) == 4 and int(trainer.optimizer.iterations.numpy()) == 4
+  assert all(np.isfinite(v.numpy()).all() for v in trainer.model.weights)
+
+  # cache='device': the replica's copy of the part and an element of row numbers are the
+  # program's inputs, and the gather is compiled with the step.
+  def step_of_rows(element, index, part):
+    trainer.replica_step(tf.nest.map_structure(lambda v: v[index], element), part)
+
+  compiled = tf.function(step_of_rows, jit_compile=True)
+  part = tf.constant(rng.integers(0, 256, (50, 28, 28, 1), dtype=np.uint8))
+  element = {"rows": tf.constant(rng.integers(0, 50, (4, config.batch_size), dtype=np.int32)),
+             "seed": tf.zeros([4, 2], tf.int64), "first": tf.zeros([4], tf.int32)}
+  hlo = compiled.experimental_get_compiler_ir(element, tf.constant(0), part)(stage="hlo")
+  assert "u8[50,28,28,1]" in hlo and "gather(" in hlo
+  for index in range(4):
+    compiled(element, tf.constant(index), part)
+  assert compiled.experimental_get_tracing_count() == 1
+  assert int(trainer.step.numpy()) == 8
   assert all(np.isfinite(v.numpy()).all() for v in trainer.model.weights)

@@ -53,5 +53,12 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
                f"{config.steps_per_loop} per host loop, {per_element} per input element; "
                f"workdir {workdir} "
                f"({'resumes' if resumes else 'new run'}; nothing written).")
+  if config.cache == "device":
+    pipelines = distribution.num_input_pipelines(strategy)
+    part = (splits[config.train_split].num_examples // pipelines * config.image_size**2 *
+            config.channels)
+    lines.append(f"Train images: a copy of each host's part (about {part / 2**20:,.1f} MB) in "
+                 f"the memory of each of the {strategy.num_replicas_in_sync} replicas' devices "
+                 "(cache='device'); the input carries row numbers.")
   print("\n".join(["Dry run: the run would start."] + lines), flush=True)
 

@@ -153,7 +153,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "crop", ("none", "center"))
   _one_of(config, "binarize", ("none", "static", "dynamic"))
   _one_of(config, "likelihood", ("bernoulli", "gaussian"))
-  _one_of(config, "cache", ("auto", "memory", "disk", "none"))
+  _one_of(config, "cache", ("auto", "memory", "disk", "none", "device"))
   _one_of(config, "feed_dtype", ("uint8", "float32"))
   _one_of(config, "shuffle", ("buffer", "full"))
   if config.shuffle == "full" and config.cache in ("disk", "none"):

@@ -47,7 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.shuffle_buffer = 10_000  # Used by shuffle='buffer'.
   # Train images at the model's size: 'auto' (in memory when they fit in cache_max_bytes, else
   # on disk) | 'memory' | 'disk' (decoded once per data set and size, kept next to the prepared
-  # data and shared by every host and later run) | 'none' (decoded every epoch).
+  # data and shared by every host and later run) | 'none' (decoded every epoch) | 'device' (a
+  # copy of the host's part in each replica's device memory; the input carries row numbers:
+  # for accelerator hosts whose chips hold it, BUILD_NOTES.md "config.cache='device'").
   c.cache = "auto"
   c.cache_max_bytes = 2 * 1024**3
   c.cache_dir = ""  # Where cache='disk' keeps them; '' = <data_dir>/model_size_cache.
@@ -57,7 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
   # element, one host-to-device transfer), so the pipeline's per-element costs are paid once
   # for k steps; the batches and their order are the same for every k. 0: for per-replica
   # batches up to 512 KiB, the largest divisor of steps_per_loop up to 64 whose element stays
-  # within 4 MiB; larger batches travel alone. A value > 0 must divide steps_per_loop.
+  # within 4 MiB; larger batches travel alone; with cache='device' (row numbers) the largest
+  # divisor up to 1,000 (the whole host loop). A value > 0 must divide steps_per_loop.
   c.steps_per_element = 0
   # Train batches to the device as 'uint8' (scaled to float at the top of the step: a quarter of
   # the bytes, no float work on the host) or 'float32' (scaled on the host). Same values either way.

@@ -121,6 +121,16 @@ def model_input(images, config: ml_collections.ConfigDict):
   return x / 255.0 if config.binarize == "none" else x
 
 
+def row_element(rows, seed, first) -> dict:
+  """cache='device': what the pipeline gives a replica for one step, instead of its batch.
+
+  rows: the part's rows the batch is made of (int32 [B]); seed, first: what host_images takes to
+  binarise them (the draw's seed pair, the batch's first row in its host-batch block). The
+  replica turns it into the batch: device_data.batch_images.
+  """
+  return {"rows": tf.cast(rows, tf.int32), "seed": seed, "first": tf.cast(first, tf.int32)}
+
+
 def binarize_seed(config, stream, position):
   # Distinct streams (train pipelines; eval is -1) never share a seed.
   return tf.stack([
@@ -194,9 +204,9 @@ def _read_train_shard(builder, config, part, cache: str):
       return (_read_disk_cache(builder, config, instructions),
               lambda records: model_size_cache.decode_batch(records, shape))
     except DataError as e:
-      if config.cache != "auto":
+      if config.cache not in ("auto", "device"):
         raise
-      # 'auto' chose the disk only to save time: a run that worked without a cache still does.
+      # The disk was chosen only to save time: a run that worked without a cache still does.
       logging.warning("%s Decoding every epoch instead.", e)
   ds = builder.as_dataset(split=sub, shuffle_files=False, read_config=read_config)
   return (ds.map(lambda example: to_model_size(example["image"], config),
@@ -255,6 +265,8 @@ def _cache_decision(config, num_examples):
   'auto' keeps the images in memory when they fit in config.cache_max_bytes, else on disk.
   """
   nbytes = num_examples * config.image_size**2 * config.channels
+  if config.cache == "device":
+    return "device", nbytes
   if config.cache != "auto":
     return config.cache, nbytes
   return ("memory" if nbytes <= config.cache_max_bytes else "disk"), nbytes
@@ -283,7 +295,7 @@ def check_shuffle(builder, config: ml_collections.ConfigDict, num_pipelines: int
     ctx = tf.distribute.InputContext(num_input_pipelines=num_pipelines,
                                      input_pipeline_id=pipeline, num_replicas_in_sync=num_pipelines)
     cache, nbytes = _cache_decision(config, _train_file_instructions(builder, config, ctx)[3])
-    if cache != "memory":
+    if cache not in ("memory", "device"):
       raise _full_shuffle_error(config, nbytes)
 
 
@@ -297,6 +309,10 @@ def check_shuffle(builder, config: ml_collections.ConfigDict, num_pipelines: int
 MAX_AUTO_STEPS_PER_ELEMENT = 64
 MAX_AUTO_ELEMENT_BYTES = 4 * 2**20
 MAX_AUTO_BATCH_BYTES = 512 * 2**10
+# cache='device': an element is row numbers (4 bytes an image), copied nowhere but to the
+# replica's buffer, so the whole host loop travels as one element (steps_per_loop is at most
+# 1,000 when chosen) and the per-element cost is paid once a loop.
+MAX_AUTO_ROW_STEPS_PER_ELEMENT = 1000
 
 
 def steps_per_element(config: ml_collections.ConfigDict, per_replica_batch: int) -> int:
@@ -306,6 +322,11 @@ def steps_per_element(config: ml_collections.ConfigDict, per_replica_batch: int)
   """
   if config.steps_per_element > 0:
     return config.steps_per_element
+  if config.cache == "device":
+    for k in range(min(MAX_AUTO_ROW_STEPS_PER_ELEMENT, config.steps_per_loop), 1, -1):
+      if config.steps_per_loop % k == 0 and k * per_replica_batch * 4 <= MAX_AUTO_ELEMENT_BYTES:
+        return k
+    return 1
   feed_bytes = 4 if config.feed_dtype == "float32" else 1
   batch_bytes = per_replica_batch * config.image_size**2 * config.channels * feed_bytes
   if batch_bytes > MAX_AUTO_BATCH_BYTES:
@@ -316,8 +337,21 @@ def steps_per_element(config: ml_collections.ConfigDict, per_replica_batch: int)
   return 1
 
 
+def _read_whole_part(builder, config, part, nbytes):
+  """cache='device': this pipeline's part at the model's size, one uint8 [N, S, S, C] tensor.
+
+  In the order the other caches give it (so row i is the example they call i), read from the
+  model-size cache on disk when the part is over cache_max_bytes (built once, as cache='disk'
+  builds it), else decoded from the prepared data. Made where the strategy builds this host's
+  pipeline (its CPU).
+  """
+  ds, decode_batch = _read_train_shard(builder, config, part,
+                                       "disk" if nbytes > config.cache_max_bytes else "none")
+  return decode_batch(ds.batch(part[3]).get_single_element())
+
+
 def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int,
-                     steps_per_element: int = 1):
+                     steps_per_element: int = 1, device_parts=None):
   """Returns dataset_fn(input_context) for strategy.distribute_datasets_from_function.
 
   Args:
@@ -327,7 +361,12 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
     steps_per_element: k. 1: each element is one step's per-replica batch, {"image": [B, ...]}.
       k > 1: each element holds the next k of those batches, {"image": [k, B, ...]}; the batches
       are those of k=1, in the same order.
+    device_parts: with config.cache='device', a device_data.HostParts that receives each
+      pipeline's part of the train split; the elements are then input_pipeline.row_element's
+      (stacked [k, ...] for k > 1) instead of {"image": ...}.
   """
+  if config.cache == "device" and device_parts is None:
+    raise ValueError("cache='device' needs device_parts to hand the images to the devices")
 
   def dataset_fn(ctx: tf.distribute.InputContext):
     per_replica = ctx.get_per_replica_batch_size(config.batch_size)
@@ -339,12 +378,20 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
                       f"'{config.dataset}', fewer than one per-replica batch ({per_replica}); "
                       "use a smaller config.batch_size.")
     cache, nbytes = _cache_decision(config, count)
-    if config.shuffle == "full" and cache != "memory":
+    if config.shuffle == "full" and cache not in ("memory", "device"):
       raise _full_shuffle_error(config, nbytes)  # Before any cache is built for nothing.
-    ds, decode_batch = _read_train_shard(builder, config, part, cache)
+    if cache == "device":
+      # The images go to the devices; the stream below is of row numbers, the same stream the
+      # images would make (shuffles and gathers do not look at what they move).
+      device_parts.add(_read_whole_part(builder, config, part, nbytes))
+      ds = tf.data.Dataset.range(count).map(lambda row: tf.cast(row, tf.int32))
+      decode_batch = lambda rows: rows  # pylint: disable=unnecessary-lambda-assignment
+    else:
+      ds, decode_batch = _read_train_shard(builder, config, part, cache)
     where = {"memory": "cached in memory",
              "disk": f"read from the model-size cache in {disk_cache_folder(builder, config)}",
-             "none": "not cached (decoded every epoch)"}[cache]
+             "none": "not cached (decoded every epoch)",
+             "device": "held by each replica's device (row numbers as input)"}[cache]
     logging.info("Input pipeline %d/%d: %d train examples, %.1f MB at model size; %s; "
                  "shuffle=%s; %d step%s per element.", ctx.input_pipeline_id,
                  ctx.num_input_pipelines, count, nbytes / 2**20, where, config.shuffle,
@@ -361,6 +408,8 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
     def finish(position, images):
       first = position % host_batch
       seed = binarize_seed(config, pipeline, position - first)
+      if cache == "device":
+        return row_element(images, seed, first)  # `images` are row numbers here.
       return {"image": host_images(decode_batch(images), seed, config, block=(host_batch, first))}
 
     calls = parallel_calls(config)

@@ -17,6 +17,7 @@ from vae_dist import checkpointing
 from vae_dist.config import checks
 from vae_dist.config import compatibility
 from vae_dist.config import memory_estimate
+from vae_dist.data import device_data
 from vae_dist.data import eval_input
 from vae_dist.data import input_pipeline
 from vae_dist.data import sources
@@ -162,8 +163,10 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   state = train_state.create_train_state(config, strategy, total_steps=total_steps)
   per_element = input_pipeline.steps_per_element(
       config, config.batch_size // strategy.num_replicas_in_sync)
+  num_pipelines = distribution.num_input_pipelines(strategy)
   trainer = steps.Trainer(config=config, strategy=strategy, state=state,
-                          steps_per_element=per_element)
+                          steps_per_element=per_element,
+                          host_batch=config.batch_size // num_pipelines)
   evaluator = train_evaluator.Evaluator(strategy=strategy, model=state.model,
                                         likelihood=trainer.likelihood)
   logging.info("XLA: %s.", trainer.xla)
@@ -177,10 +180,13 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   start_step = _resume(config, workdir, manager, checkpoint, state, chief, history)
   started = run_info.record(workdir, state.model, write=chief)  # Versions, git commit, host.
 
-  num_pipelines = distribution.num_input_pipelines(strategy)
+  device_parts = device_data.HostParts() if config.cache == "device" else None
   train_iter = iter(
       strategy.distribute_datasets_from_function(
-          input_pipeline.train_dataset_fn(builder, config, start_step, per_element)))
+          input_pipeline.train_dataset_fn(builder, config, start_step, per_element,
+                                          device_parts=device_parts)))
+  if device_parts is not None:
+    trainer.device_part = device_parts.place(strategy)
   eval_steps = eval_input.num_eval_steps(builder, config, strategy.num_replicas_in_sync,
                                              num_pipelines)
   eval_data = strategy.distribute_datasets_from_function(
@@ -191,7 +197,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   # Traced once here; the loop's calls with the same signature reuse this graph.
   first_loop = tf.constant(min(config.steps_per_loop, max(1, total_steps - start_step)), tf.int32)
   summaries.start(start_step,
-                  trainer.train_loop.get_concrete_function(train_iter, first_loop).graph,
+                  trainer.loop_graph(train_iter, first_loop),
                   run_info=started)
 
   throughput = run_summaries.Throughput(config.batch_size, start_step, total_steps)

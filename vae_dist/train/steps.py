@@ -10,6 +10,7 @@ from typing import NamedTuple
 import ml_collections
 import tensorflow as tf
 
+from vae_dist.data import device_data
 from vae_dist.data import input_pipeline
 from vae_dist.model import objective
 from vae_dist.train import replica_vars
@@ -81,26 +82,29 @@ def kl_weight(beta: float, warmup_steps: int, step: tf.Tensor) -> tf.Tensor:
   return beta * frac
 
 
-def run_steps(strategy, iterator, num_steps, steps_per_element: int, replica_step) -> None:
-  """num_steps calls of replica_step(images) on every replica, fed from `iterator`; in graph.
+def run_steps(strategy, iterator, num_steps, steps_per_element: int, replica_step,
+              device_part=None) -> None:
+  """num_steps calls of replica_step(batch[, part]) on every replica, fed from `iterator`; in graph.
 
-  Elements hold one step's batch ({"image": [B, ...]}) or, with k = steps_per_element > 1, the
-  next k steps' ({"image": [k, B, ...]}): ceil(num_steps / k) elements are read, and a last
-  partial element is left unused.
+  Elements hold one step's batch ({"image": [B, ...]}, or with cache='device' the row numbers
+  of input_pipeline.row_element) or, with k = steps_per_element > 1, the next k steps' (every
+  value stacked [k, ...]): ceil(num_steps / k) elements are read, and a last partial element is
+  left unused. `device_part` (cache='device': each replica's copy of the images) is passed on.
   """
   k = steps_per_element
+  part = () if device_part is None else (device_part,)
   if k == 1:
     for _ in tf.range(num_steps):
-      strategy.run(replica_step, args=(next(iterator)["image"],))
+      strategy.run(replica_step, args=(next(iterator), *part))
     return
 
-  def step_of_element(element, index):
-    replica_step(element[index])
+  def step_of_element(element, index, *part):
+    replica_step(tf.nest.map_structure(lambda value: value[index], element), *part)
 
   for first in tf.range(0, num_steps, k):
-    element = next(iterator)["image"]
+    element = next(iterator)
     for index in tf.range(tf.minimum(k, num_steps - first)):
-      strategy.run(step_of_element, args=(element, index))
+      strategy.run(step_of_element, args=(element, index, *part))
 
 
 class LoopStatus(NamedTuple):
@@ -121,12 +125,20 @@ class Trainer:
     state: from state.create_train_state (model, optimizer built in the scope, step counter).
     steps_per_element: k, the train steps each element of the loop's iterator carries: 1 for
       {"image": [B, ...]}, k > 1 for {"image": [k, B, ...]} (input_pipeline.train_dataset_fn).
+    host_batch: the examples one host's replicas take per step (config.batch_size / hosts):
+      with cache='device' the step binarises its rows as part of that block.
+
+  With cache='device' set `device_part` (device_data.HostParts.place) before the first loop:
+  the iterator then gives row numbers, and each replica gathers its batch from its own copy.
   """
 
   def __init__(self, *, config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
-               state: "train_state.TrainState", steps_per_element: int = 1):
+               state: "train_state.TrainState", steps_per_element: int = 1,
+               host_batch: int = 0):
     self.config = config
     self.steps_per_element = steps_per_element
+    self.host_batch = host_batch or config.batch_size
+    self.device_part = None
     self.strategy = strategy
     self.model = state.model
     self.optimizer = optimizer = state.optimizer
@@ -192,13 +204,19 @@ class Trainer:
     }
     return grads, sums
 
-  def replica_step(self, images):
+  def replica_step(self, batch, device_part=None):
     """One train step on this replica's share of the global batch; advances the step counter.
 
+    `batch` is the iterator's element for this step: {"image": images}, or with cache='device'
+    row numbers that select the images from `device_part`, this replica's copy of them.
     Outside TPUs never compiled as a whole: the noise comes from the TensorFlow kernels whatever
     jit_compile says. TPUStrategy compiles all of it (tests/test_replicas.py compiles it with XLA
     on the CPU the same way).
     """
+    if device_part is None:
+      images = batch["image"]
+    else:
+      images = device_data.batch_images(device_part, batch, self.config, self.host_batch)
     images = input_pipeline.model_input(images, self.config)  # uint8 from the host -> float32.
     ctx = tf.distribute.get_replica_context()
     step = self.step.read_value()  # This replica's own copy: no cross-replica read.
@@ -285,7 +303,7 @@ class Trainer:
     new, self._skipped_reported = status.skipped - self._skipped_reported, status.skipped
     return new
 
-  def _train_loop(self, iterator, num_steps):
+  def _train_loop(self, iterator, num_steps, device_part=None):
     """num_steps train steps; returns [step, non-finite stop step, steps skipped so far].
 
     The host reads that one small tensor per loop: the loop's only device-to-host sync.
@@ -293,14 +311,19 @@ class Trainer:
     (a multiple of k steps, input_pipeline.steps_per_element) uses every batch it reads, and a
     shorter last one leaves the rest of its last element unused: nothing reads on after it.
     """
-    run_steps(self.strategy, iterator, num_steps, self.steps_per_element, self.replica_step)
+    run_steps(self.strategy, iterator, num_steps, self.steps_per_element, self.replica_step,
+              device_part)
     stop = self.skip_stop_step if self.skip_limit else self.first_nonfinite_step
     return tf.stack([self.step.read_value(), stop.read_value(), self.skipped_steps.read_value()])
 
+  def loop_graph(self, iterator, num_steps: tf.Tensor) -> tf.Graph:
+    """The host loop's graph, traced for this iterator (run_loop's calls reuse it)."""
+    return self.train_loop.get_concrete_function(iterator, num_steps, self.device_part).graph
+
   def run_loop(self, iterator, num_steps: int) -> "LoopStatus":
     """Runs num_steps train steps and waits for them; what the host loop needs to go on."""
-    return LoopStatus(*(int(v) for v in self.train_loop(iterator, tf.constant(num_steps,
-                                                                            tf.int32)).numpy()))
+    status = self.train_loop(iterator, tf.constant(num_steps, tf.int32), self.device_part)
+    return LoopStatus(*(int(v) for v in status.numpy()))
 
   def read_train_metrics(self) -> dict:
     s = self.train_sums.read()
