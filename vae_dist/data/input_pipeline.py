@@ -132,11 +132,11 @@ def row_element(rows, seed, first) -> dict:
 
 
 def binarize_seed(config, stream, position):
+  """The seed pair of the draw at `position` (int64 [2]; [n, 2] for n positions)."""
   # Distinct streams (train pipelines; eval is -1) never share a seed.
-  return tf.stack([
-      tf.constant(config.seed, tf.int64) * 1_000_003 + tf.cast(stream, tf.int64) * 7_777,
-      tf.cast(position, tf.int64)
-  ])
+  position = tf.cast(position, tf.int64)
+  base = tf.constant(config.seed, tf.int64) * 1_000_003 + tf.cast(stream, tf.int64) * 7_777
+  return tf.stack([tf.broadcast_to(base, tf.shape(position)), position], axis=-1)
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -412,6 +412,10 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
         return row_element(images, seed, first)  # `images` are row numbers here.
       return {"image": host_images(decode_batch(images), seed, config, block=(host_batch, first))}
 
+    # cache='device': finish's row elements for many batches at once, with vector ops (the
+    # same values as finish gives one by one).
+    finish_group = finish if cache == "device" else None
+
     calls = parallel_calls(config)
     depth = config.prefetch_batches if config.prefetch_batches > 0 else AUTOTUNE
     if config.shuffle == "full":
@@ -420,7 +424,7 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
                                     first_batch=consumed // per_replica, seed=config.seed,
                                     pipeline=pipeline, num_parallel_calls=calls, finish=finish,
                                     steps_per_element=steps_per_element,
-                                    replicas=replicas_here)
+                                    replicas=replicas_here, finish_group=finish_group)
       return fixed_parallelism(out.prefetch(depth))
     if cache == "memory":
       ds = ds.cache()

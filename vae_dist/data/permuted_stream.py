@@ -45,7 +45,9 @@ def permutation_rows(positions, *, count: int, seed: int, pipeline: int):
 def batches(images: tf.data.Dataset, *, count: int, batch_size: int, first_batch: int,
             seed: int, pipeline: int, num_parallel_calls: int,
             finish: Callable[[tf.Tensor, tf.Tensor], dict],
-            steps_per_element: int = 1, replicas: int = 1) -> tf.data.Dataset:
+            steps_per_element: int = 1, replicas: int = 1,
+            finish_group: Callable[[tf.Tensor, tf.Tensor], dict] | None = None
+            ) -> tf.data.Dataset:
   """The stream of train batches from batch `first_batch` on, forever.
 
   Args:
@@ -60,6 +62,10 @@ def batches(images: tf.data.Dataset, *, count: int, batch_size: int, first_batch
       host's R replicas (step_elements.py: values stacked [k, B, ...]); one map call makes the
       k*R batches of k steps, and nothing in the pipeline runs per batch. `first_batch` is then
       a multiple of R.
+    finish_group: optional, `finish` over a map call's batches at once: (first positions [g],
+      their batches [g, B, ...]) -> the values of `finish` stacked [g, ...]. Without it a call
+      finishes its g batches one by one (g copies of finish's ops in its graph, which bounds
+      the steps/s of small batches: cache='device' gives it).
   """
   # The holder of the part: one element of a tf.data stream, made inside the pipeline by
   # batching the part whole, and handed by flat_map to the batch stream as a function argument.
@@ -86,6 +92,9 @@ def batches(images: tf.data.Dataset, *, count: int, batch_size: int, first_batch
       pixels = tf.gather(part, rows)
       if group == 1 and not whole_elements:
         return finish(first, pixels)
+      if finish_group is not None:
+        return finish_group(first + tf.range(group, dtype=tf.int64) * batch_size,
+                            tf.reshape(pixels, [group, batch_size, *pixels.shape[1:]]))
       done = [finish(first + i * batch_size, pixels[i * batch_size:(i + 1) * batch_size])
               for i in range(group)]
       return tf.nest.map_structure(lambda *batch: tf.stack(batch), *done)
