@@ -12,6 +12,9 @@ image) and prints the tables of BUILD_NOTES.md:
       /tmp/cartoon_rates.json /tmp/fmnist_rates.json [newer rate files...] \
       [--step_feed=/tmp/feed/fmnist.json,/tmp/feed/mnist.json,/tmp/feed/cartoon.json]
 
+With --device_feed (runs of `step_feed.py --cache=device`) a last table does the same for
+config.cache='device', where the input carries row numbers.
+
 With --step_feed (the JSON of `python benchmarks/step_feed.py` runs) two more tables compare
 the train steps per second each host must run with what one host's input can feed (see
 step_capacity), at the recipes' own global batch and at a per-replica batch of 128:
@@ -31,6 +34,11 @@ HOSTS = {
     "v5e-8": (8, 197.0, 224, None),
     "8x A100": (8, 312.0, 96, 31.5),  # a2-highgpu-8g; PCIe Gen4 x16 per GPU.
 }
+# Memory per chip, GiB (v4: 32 GiB HBM2, v5e: 16 GiB HBM2, a2-highgpu-8g: A100 40 GB).
+HBM_GIB = {"v4-8": 32.0, "v5e-8": 16.0, "8x A100": 40e9 / 2**30}
+# Train examples of the recipes' data sets (cache='device' holds them on every chip).
+TRAIN_EXAMPLES = {"configs/mnist.py": 60_000, "configs/fashion_mnist.py": 60_000,
+                  "configs/cartoon.py": 10_000}
 
 # Recipe: (config, image size, channels). The 64 and 128 rows are the Cartoon recipe's model and
 # pipeline at those sizes (what a CelebA or image-folder run at that size costs).
@@ -108,6 +116,50 @@ def step_capacity(feed, size: int, replicas: int, per_replica: int, vcpus: int):
           per_core * vcpus / (replicas * per_replica), measured)
 
 
+def load_device_feed(paths):
+  """{(size, replicas, per-replica batch, steps_per_loop): row} of step_feed.py --cache=device."""
+  rows = {}
+  for path in paths:
+    with open(path) as f:
+      out = json.load(f)
+    if out.get("cache") != "device":
+      continue
+    for run in out["runs"]:
+      for row in run["rows"]:
+        if run["cores"] == 1:
+          rows[(run["size"], run["replicas"], row["per_replica_batch"],
+                out["steps_per_loop"])] = row
+  return rows
+
+
+def print_device_table(demands, device_feed, loops):
+  """cache='device': steps/s needed against the row-number input measured at each host loop.
+
+  The host sends row numbers only (4 bytes an image), so the per-image limit and the bytes to
+  the chips drop out; what remains is per element, and an element carries a whole host loop.
+  The rate is the one measured on one pinned core with R logical devices (input: elements read
+  in a tf.function; the train loop's own structure with an empty step ran at 0.9-1.3x of it).
+  """
+  print("\ncache='device' (row numbers as input, one element per host loop), recipes' own "
+        "global batch; part = the train split at the model's size, on every chip")
+  print("| recipe | host | R x B | steps/s needed | host loop | steps/s fed (1 core) | "
+        "input keeps up | part / memory per chip |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  for recipe, host, config, size, chips, demand, _ in demands:
+    per_replica = GLOBAL_BATCH[config] // chips
+    needed = demand / (per_replica * chips)
+    channels = 1 if size == 28 else 3
+    part_gib = TRAIN_EXAMPLES[config] * size * size * channels / 2**30
+    for loop in loops:
+      row = device_feed.get((size, chips, per_replica, loop))
+      if row is None:
+        continue
+      fed = row["input"]["steps_per_sec"]
+      verdict = f"yes ({fed / needed:.1f}x)" if fed >= needed else f"{needed / fed:.1f}x short"
+      print(f"| {recipe} | {host} | {chips} x {per_replica} | {needed:,.0f} | {loop} | "
+            f"{fed:,.0f} | {verdict} | {part_gib:.2f} of {HBM_GIB[host]:.0f} GiB |")
+
+
 def print_step_table(demands, feed, per_replica_batch: int = 0):
   """Steps/s each host needs against what its input can feed (step_capacity)."""
   which = (f"a per-replica batch of {per_replica_batch}" if per_replica_batch else
@@ -143,6 +195,8 @@ def main():
   parser.add_argument("--cores", default="1", help="Which pinned-cores measurement to use.")
   parser.add_argument("--feed_dtype", default="uint8", choices=sorted(FEED_BYTES))
   parser.add_argument("--step_feed", default="", help="step_feed.py JSON files, comma-separated")
+  parser.add_argument("--device_feed", default="",
+                      help="step_feed.py --cache=device JSON files, comma-separated")
   args = parser.parse_args()
   rates, flops_by_key = load(args.files)
   rows, demands = [], []
@@ -175,6 +229,9 @@ def main():
     feed = load_step_feed(args.step_feed.split(","))
     print_step_table(demands, feed)
     print_step_table(demands, feed, per_replica_batch=128)
+  if args.device_feed:
+    device_feed = load_device_feed(args.device_feed.split(","))
+    print_device_table(demands, device_feed, sorted({key[3] for key in device_feed}))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,8 @@ def _worker(spec: dict) -> dict:
   config.cache_max_bytes = 64 * 2**30
   config.num_cpu_devices, config.strategy = replicas, "mirrored"
   config.steps_per_loop = spec["steps_per_loop"]
+  if spec.get("train_split"):
+    config.train_split = spec["train_split"]
   distribution.configure_host_devices(config)
   strategy = distribution.create_strategy(config)
   builder = sources.load_builder(config)
@@ -174,6 +176,9 @@ def main():
                  help="device: row numbers as input, and a third figure, loop_gather, in which "
                       "the step gathers its batch from its copy (on this CPU)")
   p.add_argument("--steps_per_loop", type=int, default=50, help="the recipes' host loop")
+  p.add_argument("--train_split", default="",
+                 help="e.g. 'train[:10000]': with --cache=device the rate depends on the part's "
+                      "size (the permutation's), not on its images")
   p.add_argument("--seconds", type=float, default=3.0)
   p.add_argument("--fetch_to_device", default="true", choices=("true", "false"),
                  help="tf.distribute.InputOptions(experimental_fetch_to_device=...)")
@@ -189,9 +194,10 @@ def main():
           spec = {"config": a.config, "size": size, "data_dir": a.data_dir,
                   "manual_dir": a.manual_dir, "replicas": replicas, "batch": batch, "k": k,
                   "shuffle": a.shuffle, "cache": a.cache, "seconds": a.seconds, "steps_per_loop": a.steps_per_loop,
-                  "fetch_to_device": a.fetch_to_device == "true"}
+                  "fetch_to_device": a.fetch_to_device == "true", "train_split": a.train_split}
           runs.append(_run_worker(spec, available[:n]))
-  out = {"config": a.config, "shuffle": a.shuffle, "cache": a.cache, "steps_per_loop": a.steps_per_loop,
+  out = {"config": a.config, "train_split": a.train_split, "shuffle": a.shuffle,
+         "cache": a.cache, "steps_per_loop": a.steps_per_loop,
          "fetch_to_device": a.fetch_to_device, "runs": runs}
   text = json.dumps(out, indent=1)
   if a.output:
