@@ -134,6 +134,7 @@ def _worker(spec: dict) -> dict:
   print(json.dumps({"size": spec["size"], "cores": len(_affinity()), "replicas": replicas,
                     **row}), file=sys.stderr, flush=True)
   return {"size": spec["size"], "replicas": replicas, "cores": len(_affinity()),
+          "train_examples": builder.info.splits[config.train_split].num_examples,
           "load_average": list(os.getloadavg()), "rows": [row]}
 
 
