@@ -132,40 +132,73 @@ def load_device_feed(paths):
     for run in out["runs"]:
       for row in run["rows"]:
         rows[(run["replicas"], row["per_replica_batch"], out["steps_per_loop"],
-              run["train_examples"], run["cores"])] = row
+              run.get("train_examples"), run["cores"])] = row
   return rows
 
 
-def print_device_table(demands, device_feed):
+def print_device_table(demands, device_feed, per_replica_batch: int = 0):
   """cache='device': steps/s needed against the row-number input measured at each host loop.
 
   The host sends row numbers only (4 bytes an image), so the bytes to the chips drop out and the
-  host's work per image is the permutation's; an element carries a whole host loop. The rates
-  are measured with R logical devices on 1 and 2 pinned cores (input: elements read in a
-  tf.function).
+  host's work is the permutation's rows (a parallel map) plus one small element per replica and
+  host loop. Measured with R logical devices on 1 and 2 pinned cores (input: elements read in a
+  tf.function). Cores needed: where Amdahl's law through the 1- and 2-core rates reaches the
+  steps/s needed (cores_needed; beyond 2 cores is not measurable on this machine).
   """
+  which = (f"a per-replica batch of {per_replica_batch}" if per_replica_batch else
+           "the recipes' own global batch")
   print("\ncache='device', shuffle='full' (row numbers as input, one element per host loop), "
-        "recipes' own global batch; part = the train split at the model's size, on every chip")
+        f"{which}; part = the train split at the model's size, on every chip")
   print("| recipe | host | R x B | steps/s needed | host loop | steps/s fed: 1 core / 2 cores | "
-        "input keeps up (2 cores) | part / memory per chip |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        "cores needed (host vCPUs) | input keeps up | part / memory per chip |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   loops = sorted({key[2] for key in device_feed})
-  for recipe, host, config, size, chips, demand, _ in demands:
-    per_replica = GLOBAL_BATCH[config] // chips
+  for recipe, host, config, size, chips, demand, vcpus in demands:
+    per_replica = per_replica_batch or GLOBAL_BATCH[config] // chips
     needed = demand / (per_replica * chips)
     channels = 1 if size == 28 else 3
     examples = TRAIN_EXAMPLES[config]
     part_gib = examples * size * size * channels / 2**30
     for loop in loops:
-      fed = {cores: device_feed[key]["input"]["steps_per_sec"] for cores in (1, 2)
-             if (key := (chips, per_replica, loop, examples, cores)) in device_feed}
-      if not fed:
+      rows = {cores: device_feed[key] for cores in (1, 2)
+              if (key := (chips, per_replica, loop, examples, cores)) in device_feed}
+      if 1 not in rows:
         continue
-      best = max(fed.values())
-      verdict = f"yes ({best / needed:.1f}x)" if best >= needed else f"{needed / best:.1f}x short"
+      fed = {cores: row["input"]["steps_per_sec"] for cores, row in rows.items()}
+      cores = cores_needed(fed, needed)
+      if max(fed.values()) >= needed:
+        verdict = f"yes, measured ({max(fed.values()) / needed:.1f}x)"
+      elif cores <= vcpus:
+        verdict = f"yes on ~{cores:.0f} cores (estimate)"
+      else:
+        verdict = f"short: ~{cap(fed):,.0f} at most (estimate)"
       text = " / ".join(f"{fed[c]:,.0f}" if c in fed else "-" for c in (1, 2))
+      need_text = "-" if cores == float("inf") else f"{cores:.1f}"
       print(f"| {recipe} | {host} | {chips} x {per_replica} | {needed:,.0f} | {loop} | {text} | "
-            f"{verdict} | {part_gib:.2f} of {HBM_GIB[host]:.0f} GiB |")
+            f"{need_text} ({vcpus}) | {verdict} | {part_gib:.2f} of {HBM_GIB[host]:.0f} GiB |")
+
+
+def cap(fed: dict) -> float:
+  """The most steps/s Amdahl's law through the 1- and 2-core rates allows on any core count."""
+  speedup = min(2.0, max(1.0, fed.get(2, 2 * fed[1]) / fed[1]))
+  serial = 2.0 / speedup - 1.0
+  return fed[1] / serial if serial > 0 else float("inf")
+
+
+def cores_needed(fed: dict, needed: float) -> float:
+  """Cores at which Amdahl's law through the 1- and 2-core rates reaches `needed` (inf: never).
+
+  The serial share s follows from the speed-up 2 cores gave (1 / (s + (1 - s) / 2)); on N cores
+  the rate is fed[1] / (s + (1 - s) / N). An estimate from two points, not a measurement.
+  """
+  if 2 not in fed:
+    return needed / fed[1]
+  speedup = min(2.0, max(1.0, fed[2] / fed[1]))
+  serial = 2.0 / speedup - 1.0
+  share = fed[1] / needed  # What s + (1 - s) / N must come down to.
+  if share <= serial:
+    return float("inf")
+  return (1.0 - serial) / (share - serial)
 
 
 def print_step_table(demands, feed, per_replica_batch: int = 0):
@@ -238,7 +271,9 @@ def main():
     print_step_table(demands, feed)
     print_step_table(demands, feed, per_replica_batch=128)
   if args.device_feed:
-    print_device_table(demands, load_device_feed(args.device_feed.split(",")))
+    device_feed = load_device_feed(args.device_feed.split(","))
+    print_device_table(demands, device_feed)
+    print_device_table(demands, device_feed, per_replica_batch=128)
 
 
 if __name__ == "__main__":
