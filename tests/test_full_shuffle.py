@@ -252,13 +252,15 @@ def test_one_batch_or_many_per_map_call_give_the_rows_of_the_permutation():
 
 
 def test_multi_worker_run_with_full_shuffle_trains_each_worker_on_its_part(data, tmp_path):
+  """Each worker of a multi_worker_mirrored run reads its own part; with cache='device' each
+  puts its part on its own device (the images a worker's replica gathers are its host's)."""
   import subprocess  # pylint: disable=g-import-not-at-top
   root, _, _ = data
   workdir = str(tmp_path / "run")
   cluster = [f"127.0.0.1:{port}" for port in cli.free_ports(2)]
   args = cli.main_args("configs/fashion_mnist.py:smoke", workdir,
                        *cli.data_flags(root / "idx", root / "tfds"), "--config.shuffle=full",
-                       "--config.strategy=multi_worker_mirrored")
+                       "--config.strategy=multi_worker_mirrored", "--config.cache=device")
   procs = [subprocess.Popen(args, cwd=cli.ROOT, env=cli.env(TF_CONFIG=cli.tf_config(cluster, i)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
@@ -268,4 +270,5 @@ def test_multi_worker_run_with_full_shuffle_trains_each_worker_on_its_part(data,
   assert "with 2 replica(s) on 2 host(s)" in errs[0]
   for i, err in enumerate(errs):  # Each worker holds its half of the 36 examples.
     assert f"Input pipeline {i}/2: 18 train examples" in err and "shuffle=full" in err
+    assert "held by each replica's device (row numbers as input)" in err
   assert [r["step"] for r in cli.read_metrics(workdir) if "train/loss" in r] == [2, 4]
