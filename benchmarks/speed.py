@@ -473,6 +473,12 @@ def run_parent(config, argv) -> dict:
       "command": " ".join(["python benchmarks/speed.py"] + argv[1:]),
   }
   checks.validate(config)
+  if config.cache == "device":
+    # This benchmark times the host's image input and the step fed from it; with 'device' the
+    # host sends row numbers, which benchmarks/step_feed.py --cache=device measures.
+    raise errors.ConfigError("cache", "'device' is measured by benchmarks/step_feed.py "
+                             "--cache=device; this benchmark needs 'auto', 'memory', 'disk' or "
+                             "'none'.")
   # Prepared here, once: the workers then only read it (and may run at the same time). What
   # preparing prints goes to stderr: stdout carries the JSON alone.
   with contextlib.redirect_stdout(sys.stderr):
