@@ -178,23 +178,25 @@ def print_device_table(demands, device_feed, per_replica_batch: int = 0):
             f"{need_text} ({vcpus}) | {verdict} | {part_gib:.2f} of {HBM_GIB[host]:.0f} GiB |")
 
 
+def serial_share(fed: dict) -> float:
+  """Amdahl's serial share s from the speed-up 2 cores gave: 1 / (s + (1 - s) / 2).
+
+  Without a 2-core rate the rate is taken to scale with cores (s = 0). An estimate from two
+  points, not a measurement.
+  """
+  speedup = min(2.0, max(1.0, fed[2] / fed[1])) if 2 in fed else 2.0
+  return 2.0 / speedup - 1.0
+
+
 def cap(fed: dict) -> float:
   """The most steps/s Amdahl's law through the 1- and 2-core rates allows on any core count."""
-  speedup = min(2.0, max(1.0, fed.get(2, 2 * fed[1]) / fed[1]))
-  serial = 2.0 / speedup - 1.0
+  serial = serial_share(fed)
   return fed[1] / serial if serial > 0 else float("inf")
 
 
 def cores_needed(fed: dict, needed: float) -> float:
-  """Cores at which Amdahl's law through the 1- and 2-core rates reaches `needed` (inf: never).
-
-  The serial share s follows from the speed-up 2 cores gave (1 / (s + (1 - s) / 2)); on N cores
-  the rate is fed[1] / (s + (1 - s) / N). An estimate from two points, not a measurement.
-  """
-  if 2 not in fed:
-    return needed / fed[1]
-  speedup = min(2.0, max(1.0, fed[2] / fed[1]))
-  serial = 2.0 / speedup - 1.0
+  """Cores at which the rate fed[1] / (s + (1 - s) / N) reaches `needed` (inf: never)."""
+  serial = serial_share(fed)
   share = fed[1] / needed  # What s + (1 - s) / N must come down to.
   if share <= serial:
     return float("inf")

@@ -52,6 +52,7 @@ def _worker(spec: dict) -> dict:
   from vae_dist.data import device_data  # pylint: disable=g-import-not-at-top
   from vae_dist.data import input_pipeline  # pylint: disable=g-import-not-at-top
   from vae_dist.data import sources  # pylint: disable=g-import-not-at-top
+  from vae_dist.data import step_elements  # pylint: disable=g-import-not-at-top
   from vae_dist.train import distribution  # pylint: disable=g-import-not-at-top
   from vae_dist.train import steps  # pylint: disable=g-import-not-at-top
   import importlib.util  # pylint: disable=g-import-not-at-top
@@ -80,18 +81,17 @@ def _worker(spec: dict) -> dict:
     else:  # cache='device': the rows the step would gather.
       tf.reduce_sum(batch["rows"])
 
-  def gathering_step(batch, part):  # cache='device': the step's own gather, on this CPU.
-    images = device_data.batch_images(part, batch, config, batch_size * replicas)
+  def gathering_step(element, part):  # cache='device': the step's own gather, on this CPU.
+    images = device_data.batch_images(part, element, config, config.batch_size)
     tf.reduce_sum(tf.cast(images[:, 0, 0, 0], tf.int32))
 
   # One setting per process, and no iterator is ever destroyed: destroying a distributed
   # iterator over eight logical devices waited minutes here (TF 2.21: tf.data's autotuning
   # threads of the per-device datasets), which would stall the measurements that follow.
-  batch_size = batch = spec["batch"]
-  k_setting = spec["k"]
+  batch, k_setting = spec["batch"], spec["k"]
   config.batch_size = batch * replicas
   config.steps_per_element = 0 if k_setting == "auto" else int(k_setting)
-  k = input_pipeline.steps_per_element(config, batch)
+  k = step_elements.steps_per_element(config, batch)
   # fetch_to_device=False: the elements stay on the host and each step's ops read them there
   # (what TensorFlow does without a per-device buffer); the default True is what runs use.
   options = tf.distribute.InputOptions(experimental_fetch_to_device=spec["fetch_to_device"])

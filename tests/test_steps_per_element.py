@@ -20,6 +20,7 @@ from vae_dist.config import checks
 from vae_dist.data import device_data
 from vae_dist.data import input_pipeline
 from vae_dist.data import sources
+from vae_dist.data import step_elements
 from vae_dist.errors import ConfigError
 
 NUM_TRAIN = 36
@@ -112,23 +113,23 @@ def test_the_automatic_choice_divides_the_loop_and_bounds_the_element(data):
   root, _ = data
   config = _config(root, shuffle="buffer")
   config.steps_per_loop = 50
-  assert input_pipeline.steps_per_element(config, 16) == 50  # 50 x 12.5 KB.
+  assert step_elements.steps_per_element(config, 16) == 50  # 50 x 12.5 KB.
   config.steps_per_loop = 1000
-  assert input_pipeline.steps_per_element(config, 16) == 50  # The largest divisor <= 64.
+  assert step_elements.steps_per_element(config, 16) == 50  # The largest divisor <= 64.
   config.image_size, config.channels, config.steps_per_loop = 256, 3, 50
-  assert input_pipeline.steps_per_element(config, 16) == 1  # One batch is 3 MiB.
+  assert step_elements.steps_per_element(config, 16) == 1  # One batch is 3 MiB.
   config.image_size = 128
-  assert input_pipeline.steps_per_element(config, 16) == 1  # 768 KiB: stacking costs more.
+  assert step_elements.steps_per_element(config, 16) == 1  # 768 KiB: stacking costs more.
   config.image_size = 64
-  assert input_pipeline.steps_per_element(config, 16) == 10  # 10 x 192 KiB <= 4 MiB.
-  assert input_pipeline.steps_per_element(config, 32) == 10  # 10 x 384 KiB.
+  assert step_elements.steps_per_element(config, 16) == 10  # 10 x 192 KiB <= 4 MiB.
+  assert step_elements.steps_per_element(config, 32) == 10  # 10 x 384 KiB.
   config.feed_dtype = "float32"
-  assert input_pipeline.steps_per_element(config, 16) == 1  # 768 KiB a batch as float32.
+  assert step_elements.steps_per_element(config, 16) == 1  # 768 KiB a batch as float32.
   config.steps_per_element = 10
-  assert input_pipeline.steps_per_element(config, 16) == 10  # Given: taken as it is.
+  assert step_elements.steps_per_element(config, 16) == 10  # Given: taken as it is.
   config.steps_per_element, config.cache, config.steps_per_loop = 0, "device", 500
-  assert input_pipeline.steps_per_element(config, 16) == 500  # Rows: the whole loop.
-  assert input_pipeline.steps_per_element(config, 4096) == 250  # 250 x 16 KiB <= 4 MiB.
+  assert step_elements.steps_per_element(config, 16) == 500  # Rows: the whole loop.
+  assert step_elements.steps_per_element(config, 4096) == 250  # 250 x 16 KiB <= 4 MiB.
 
 
 def test_a_value_that_does_not_divide_the_loop_is_one_config_error(data):

@@ -23,6 +23,7 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
   from vae_dist.data import sources  # pylint: disable=g-import-not-at-top
   from vae_dist.train import distribution  # pylint: disable=g-import-not-at-top
   from vae_dist.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from vae_dist.data import step_elements  # pylint: disable=g-import-not-at-top
   from vae_dist.config import memory_estimate  # pylint: disable=g-import-not-at-top
   from vae_dist import run_files  # pylint: disable=g-import-not-at-top
   from vae_dist.train import loop  # pylint: disable=g-import-not-at-top
@@ -47,7 +48,7 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
   lines.append(f"Data: {builder.info.name} in {builder.data_dir}: "
                f"{splits[config.train_split].num_examples} train examples "
                f"({config.train_split}), eval split {config.eval_split}.")
-  per_element = input_pipeline.steps_per_element(
+  per_element = step_elements.steps_per_element(
       config, config.batch_size // strategy.num_replicas_in_sync)
   lines.append(f"Training: {loop.total_train_steps(config, builder)} steps, "
                f"{config.steps_per_loop} per host loop, {per_element} per input element; "
@@ -55,8 +56,8 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
                f"({'resumes' if resumes else 'new run'}; nothing written).")
   if config.cache == "device":
     pipelines = distribution.num_input_pipelines(strategy)
-    part = (splits[config.train_split].num_examples // pipelines * config.image_size**2 *
-            config.channels)
+    part = input_pipeline.part_bytes(config,
+                                     splits[config.train_split].num_examples // pipelines)
     lines.append(f"Train images: a copy of each host's part (about {part / 2**20:,.1f} MB) in "
                  f"the memory of each of the {strategy.num_replicas_in_sync} replicas' devices "
                  "(cache='device'); the input carries row numbers.")

@@ -9,7 +9,7 @@ stream of positions, shuffles, epochs and binarisation seeds is the one of the o
 the part's row numbers in place of the images. The step gathers its batch from its own copy and
 finishes it as the host would have (input_pipeline.host_images), so it sees bitwise the batch
 cache='memory' gives. An element of row numbers is a few bytes a step, so one element carries a
-whole host loop (input_pipeline.steps_per_element).
+whole host loop (step_elements.steps_per_element).
 
 The row stream's elements are input_pipeline.row_element's.
 """
@@ -86,6 +86,5 @@ class HostParts:
             f"images, {part.shape.num_elements() / 2**20:,.0f} MB) in the memory of each of its "
             f"{len(devices)} devices, and {device} cannot hold it next to the model; set "
             "config.cache='auto' (the host's memory or disk).") from None
-    del parts
     return strategy.experimental_distribute_values_from_function(
         lambda ctx: copies[ctx.replica_id_in_sync_group % len(copies)])

@@ -259,12 +259,17 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def part_bytes(config: ml_collections.ConfigDict, num_examples: int) -> int:
+  """Bytes of num_examples train images at the model's size (uint8)."""
+  return num_examples * config.image_size**2 * config.channels
+
+
 def _cache_decision(config, num_examples):
   """('memory' | 'disk' | 'none', bytes at model size) for this pipeline's train examples.
 
   'auto' keeps the images in memory when they fit in config.cache_max_bytes, else on disk.
   """
-  nbytes = num_examples * config.image_size**2 * config.channels
+  nbytes = part_bytes(config, num_examples)
   if config.cache == "device":
     return "device", nbytes
   if config.cache != "auto":
@@ -299,44 +304,6 @@ def check_shuffle(builder, config: ml_collections.ConfigDict, num_pipelines: int
       raise _full_shuffle_error(config, nbytes)
 
 
-# What config.steps_per_element=0 lets one element carry: enough steps that the per-element
-# costs (tf.data's one-thread stages and the distributed iterator dealing elements to the
-# replicas: 90-115 us an element here with 4-8 replicas, BUILD_NOTES.md) shrink to a small share
-# of a small batch, and little enough device memory that every replica's transfer buffers stay
-# negligible. Only small batches gain: an element of k batches costs two more copies of its
-# pixels (stacking, dealing), which from ~0.75 MB per batch cost more than they save (128 px,
-# batch 16 or 32: 0.62-0.84x the steps/s of k=1; 64 px, 196-393 KB: 1.2-1.8x).
-MAX_AUTO_STEPS_PER_ELEMENT = 64
-MAX_AUTO_ELEMENT_BYTES = 4 * 2**20
-MAX_AUTO_BATCH_BYTES = 512 * 2**10
-# cache='device': an element is row numbers (4 bytes an image), copied nowhere but to the
-# replica's buffer, so the whole host loop travels as one element (steps_per_loop is at most
-# 1,000 when chosen) and the per-element cost is paid once a loop.
-MAX_AUTO_ROW_STEPS_PER_ELEMENT = 1000
-
-
-def steps_per_element(config: ml_collections.ConfigDict, per_replica_batch: int) -> int:
-  """Train steps one input element carries (config.steps_per_element; 0 chooses).
-
-  The choice divides steps_per_loop, so every full host loop takes whole elements.
-  """
-  if config.steps_per_element > 0:
-    return config.steps_per_element
-  if config.cache == "device":
-    for k in range(min(MAX_AUTO_ROW_STEPS_PER_ELEMENT, config.steps_per_loop), 1, -1):
-      if config.steps_per_loop % k == 0 and k * per_replica_batch * 4 <= MAX_AUTO_ELEMENT_BYTES:
-        return k
-    return 1
-  feed_bytes = 4 if config.feed_dtype == "float32" else 1
-  batch_bytes = per_replica_batch * config.image_size**2 * config.channels * feed_bytes
-  if batch_bytes > MAX_AUTO_BATCH_BYTES:
-    return 1
-  for k in range(min(MAX_AUTO_STEPS_PER_ELEMENT, config.steps_per_loop), 1, -1):
-    if config.steps_per_loop % k == 0 and k * batch_bytes <= MAX_AUTO_ELEMENT_BYTES:
-      return k
-  return 1
-
-
 def _read_whole_part(builder, config, part, nbytes):
   """cache='device': this pipeline's part at the model's size, one uint8 [N, S, S, C] tensor.
 
@@ -362,7 +329,7 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
       k > 1: each element holds the next k of those batches, {"image": [k, B, ...]}; the batches
       are those of k=1, in the same order.
     device_parts: with config.cache='device', a device_data.HostParts that receives each
-      pipeline's part of the train split; the elements are then input_pipeline.row_element's
+      pipeline's part of the train split; the elements are then row_element's
       (stacked [k, ...] for k > 1) instead of {"image": ...}.
   """
   if config.cache == "device" and device_parts is None:
@@ -385,7 +352,6 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
       # images would make (shuffles and gathers do not look at what they move).
       device_parts.add(_read_whole_part(builder, config, part, nbytes))
       ds = tf.data.Dataset.range(count).map(lambda row: tf.cast(row, tf.int32))
-      decode_batch = lambda rows: rows  # pylint: disable=unnecessary-lambda-assignment
     else:
       ds, decode_batch = _read_train_shard(builder, config, part, cache)
     where = {"memory": "cached in memory",
@@ -405,16 +371,19 @@ def train_dataset_fn(builder, config: ml_collections.ConfigDict, start_step: int
     # is binarised alike on 1, 2 or 8 replicas of the host, and alike with either shuffle.
     host_batch = replicas_here * per_replica
 
-    def finish(position, images):
+    def finish_images(position, images):
       first = position % host_batch
       seed = binarize_seed(config, pipeline, position - first)
-      if cache == "device":
-        return row_element(images, seed, first)  # `images` are row numbers here.
       return {"image": host_images(decode_batch(images), seed, config, block=(host_batch, first))}
 
-    # cache='device': finish's row elements for many batches at once, with vector ops (the
-    # same values as finish gives one by one).
-    finish_group = finish if cache == "device" else None
+    def finish_rows(position, rows):
+      # Vector ops only: one call finishes one batch or (position [g], rows [g, B]) a group.
+      first = position % host_batch
+      return row_element(rows, binarize_seed(config, pipeline, position - first), first)
+
+    # (position, batch) -> the element; finish_group finishes a group of batches at once.
+    finish, finish_group = ((finish_rows, finish_rows) if cache == "device" else
+                            (finish_images, None))
 
     calls = parallel_calls(config)
     depth = config.prefetch_batches if config.prefetch_batches > 0 else AUTOTUNE

@@ -21,6 +21,7 @@ from vae_dist.data import device_data
 from vae_dist.data import eval_input
 from vae_dist.data import input_pipeline
 from vae_dist.data import sources
+from vae_dist.data import step_elements
 from vae_dist.errors import CheckpointError
 from vae_dist.errors import DamagedCheckpointError
 from vae_dist.errors import DataError
@@ -161,12 +162,10 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   run_dir = run_files.RunDir(workdir)
   total_steps = total_train_steps(config, builder)  # >= 1: check_splits saw a full batch.
   state = train_state.create_train_state(config, strategy, total_steps=total_steps)
-  per_element = input_pipeline.steps_per_element(
+  per_element = step_elements.steps_per_element(
       config, config.batch_size // strategy.num_replicas_in_sync)
-  num_pipelines = distribution.num_input_pipelines(strategy)
   trainer = steps.Trainer(config=config, strategy=strategy, state=state,
-                          steps_per_element=per_element,
-                          host_batch=config.batch_size // num_pipelines)
+                          steps_per_element=per_element)
   evaluator = train_evaluator.Evaluator(strategy=strategy, model=state.model,
                                         likelihood=trainer.likelihood)
   logging.info("XLA: %s.", trainer.xla)
@@ -180,6 +179,7 @@ def _train(config, workdir, strategy, chief, builder, history) -> dict:
   start_step = _resume(config, workdir, manager, checkpoint, state, chief, history)
   started = run_info.record(workdir, state.model, write=chief)  # Versions, git commit, host.
 
+  num_pipelines = distribution.num_input_pipelines(strategy)
   device_parts = device_data.HostParts() if config.cache == "device" else None
   train_iter = iter(
       strategy.distribute_datasets_from_function(

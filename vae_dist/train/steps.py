@@ -13,6 +13,7 @@ import tensorflow as tf
 from vae_dist.data import device_data
 from vae_dist.data import input_pipeline
 from vae_dist.model import objective
+from vae_dist.train import distribution
 from vae_dist.train import replica_vars
 from vae_dist.train import state as train_state
 
@@ -125,19 +126,18 @@ class Trainer:
     state: from state.create_train_state (model, optimizer built in the scope, step counter).
     steps_per_element: k, the train steps each element of the loop's iterator carries: 1 for
       {"image": [B, ...]}, k > 1 for {"image": [k, B, ...]} (input_pipeline.train_dataset_fn).
-    host_batch: the examples one host's replicas take per step (config.batch_size / hosts):
-      with cache='device' the step binarises its rows as part of that block.
 
   With cache='device' set `device_part` (device_data.HostParts.place) before the first loop:
   the iterator then gives row numbers, and each replica gathers its batch from its own copy.
   """
 
   def __init__(self, *, config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
-               state: "train_state.TrainState", steps_per_element: int = 1,
-               host_batch: int = 0):
+               state: "train_state.TrainState", steps_per_element: int = 1):
     self.config = config
     self.steps_per_element = steps_per_element
-    self.host_batch = host_batch or config.batch_size
+    # The examples one host's replicas take per step: with cache='device' a step binarises its
+    # rows as part of that block, as the host pipeline does.
+    self.host_batch = config.batch_size // distribution.num_input_pipelines(strategy)
     self.device_part = None
     self.strategy = strategy
     self.model = state.model
@@ -226,7 +226,6 @@ class Trainer:
                     kl_weight(self.config.beta, self.config.kl_warmup_steps, step), step)
     self.step.assign_add(1)
 
-
   def _update(self, images, eps, beta, step):
     config = self.config
     ctx = tf.distribute.get_replica_context()
@@ -308,7 +307,7 @@ class Trainer:
 
     The host reads that one small tensor per loop: the loop's only device-to-host sync.
     With k steps per element the loop reads ceil(num_steps / k) elements; a full host loop
-    (a multiple of k steps, input_pipeline.steps_per_element) uses every batch it reads, and a
+    (a multiple of k steps, step_elements.steps_per_element) uses every batch it reads, and a
     shorter last one leaves the rest of its last element unused: nothing reads on after it.
     """
     run_steps(self.strategy, iterator, num_steps, self.steps_per_element, self.replica_step,
